@@ -1,0 +1,35 @@
+"""What the retriever hands to the reasoner: one candidate FAQ per distinct resolution.
+
+Kept free of Chroma and model imports so the reasoner and training can use it cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A knowledge-base entry that might answer a ticket.
+
+    `score` is the cosine similarity of the ticket to the entry's question (0..1 for
+    all-MiniLM), the number thresholds are calibrated on; `rank_score` is the fused
+    hybrid score that decided the order.
+    """
+
+    id: str
+    question: str
+    answer: str
+    label: str | None
+    source: str
+    page: int | None
+    score: float
+    rank_score: float = 0.0
+
+    @property
+    def resolution_key(self) -> str:
+        """Rows that share a label share one resolution; otherwise the question is the key."""
+        return self.label if self.label else self.question.strip().lower()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
