@@ -1,0 +1,66 @@
+"""Builds knowledge files and held-out ticket sets from the public datasets, for benchmarks and eval.
+
+Development tool only (the product never reads ../shared): writes into an output folder
+    python benchmarks/make_eval_sets.py --datasets ../shared/datasets --out .bench
+giving, per dataset, `<name>_knowledge.csv` (question, answer, label, id) and `<name>_val.jsonl`
+(ticket, label; label null = out of scope, the right answer is to escalate).
+
+Split rules (deterministic, the same everywhere in this repo):
+- Banking77: a ticket is held out when sha1(text) % 10 == 0 (~10%); the rest is the knowledge base.
+- CLINC150: its own `val` + `oos_val` are held out; `train` is the knowledge base (oos_train is
+  not knowledge: nothing in the knowledge base answers it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+
+def held_out(text: str, modulus: int = 10) -> bool:
+    return int(hashlib.sha1(text.encode("utf-8")).hexdigest(), 16) % modulus == 0
+
+
+def humanise(label: str) -> str:
+    return label.replace("_", " ").strip().capitalize()
+
+
+def _write(out: Path, name: str, knowledge: list[tuple[str, str]], val: list[tuple[str, str | None]]):
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / f"{name}_knowledge.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "question", "answer", "label"])
+        for i, (text, label) in enumerate(knowledge):
+            writer.writerow([f"{name}-{i:05d}", text, humanise(label), label])
+    with (out / f"{name}_val.jsonl").open("w", encoding="utf-8") as handle:
+        for text, label in val:
+            handle.write(json.dumps({"ticket": text, "label": label}) + "\n")
+    print(f"{name}: {len(knowledge)} knowledge rows, {len(val)} held-out tickets")
+
+
+def banking77(datasets: Path, out: Path) -> None:
+    with (datasets / "banking77" / "train.csv").open(encoding="utf-8") as handle:
+        rows = [(r["text"], r["category"]) for r in csv.DictReader(handle)]
+    _write(out, "banking77", [r for r in rows if not held_out(r[0])], [r for r in rows if held_out(r[0])])
+
+
+def clinc150(datasets: Path, out: Path) -> None:
+    data = json.loads((datasets / "clinc150" / "data_full_train_val.json").read_text())
+    val = [(t, l) for t, l in data["val"]] + [(t, None) for t, _ in data["oos_val"]]
+    _write(out, "clinc150", [(t, l) for t, l in data["train"]], val)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--out", type=Path, default=Path(".bench"))
+    args = parser.parse_args()
+    banking77(args.datasets, args.out)
+    clinc150(args.datasets, args.out)
+
+
+if __name__ == "__main__":
+    main()
