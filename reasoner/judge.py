@@ -281,7 +281,8 @@ class _Row:
 def reasoning_display(text: str) -> str:
     """The reasoning part of a model's output so far: no "Reasoning:" prefix, no (partial) answer line.
 
-    Grows monotonically as text grows, so streamed pieces are deltas of it.
+    Grows monotonically as text grows, so streamed pieces are deltas of it; trailing whitespace
+    is held back until text follows it.
     """
     t = text.lstrip()
     prefix = REASONING_PREFIX.lower()
@@ -293,8 +294,8 @@ def reasoning_display(text: str) -> str:
     last = t[line_start:].strip().lower()
     for marker in (ANSWER_PREFIX.lower(), VERDICT_PREFIX.lower()):
         if last and (marker.startswith(last) or last.startswith(marker)):
-            return t[: max(line_start - 1, 0)]
-    return t
+            return t[: max(line_start - 1, 0)].rstrip()
+    return t.rstrip()
 
 
 def final_reasoning(text: str, lead: _Lead) -> str:
