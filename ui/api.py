@@ -1,0 +1,279 @@
+"""The REST API for CRM systems, served beside the page by the same process (see ui/server.py).
+
+    POST   /api/v1/match                 {"ticket": str} → the `ask --json` object + answer_id
+    GET    /api/v1/documents             → the documents
+    POST   /api/v1/documents             multipart, field "files" (one or more) → per-file results
+    DELETE /api/v1/documents/{doc_id}    → the deleted document
+    POST   /api/v1/feedback              {"answer_id", "rating": "up"|"down", "correct_id": id|"none"}
+    GET    /api/v1/health                → {"status": "ok", …} (details only when authorised)
+
+OpenAPI docs: /docs (and /openapi.json).
+
+Authentication (only when the server has a login configured; see ServerSettings): every endpoint
+but health needs `Authorization: Bearer <api token>` (AGENT_HELPER_API_TOKEN) or HTTP Basic auth with
+the page's username and password. Without a login the server only listens on localhost.
+
+Upload status codes: 200 every file added or already present; 207 some failed; 400 all failed
+(each result says why); 413 the request is larger than max_files × the per-file limit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Literal
+
+from fastapi import APIRouter, Depends, File, HTTPException, UploadFile, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from ui.feedback import FeedbackError, UnknownAnswer
+from ui.service import AgentHelper
+
+if TYPE_CHECKING:
+    from ui.server import ServerSettings
+
+PREFIX = "/api/v1"
+MAX_TICKET_CHARS = 20_000
+
+
+class MatchRequest(BaseModel):
+    ticket: str = Field(min_length=1, max_length=MAX_TICKET_CHARS, description="The customer's message.")
+
+
+class MatchedEntry(BaseModel):
+    id: str
+    question: str
+    answer: str = Field(description="The resolution text.")
+    label: str | None = None
+    source: str = Field(description="File the entry came from.")
+    page: int | None = Field(None, description="Page in the source PDF (null for CSV/JSONL rows).")
+
+
+class MatchResponse(BaseModel):
+    match: MatchedEntry | None = Field(description="null: nothing matches — escalate.")
+    confidence: float = Field(description="0–1: of the match, or of 'no match' when escalating.")
+    escalate: bool
+    reasoning: str
+    candidates: list[dict] = Field(description="What the judge compared, with similarity and probabilities.")
+    latency_s: float
+    none_probability: float | None = None
+    notes: list[str] = []
+    model: str = ""
+    answer_id: str | None = Field(None, description="Refer to it in POST /api/v1/feedback.")
+
+
+class FeedbackRequest(BaseModel):
+    answer_id: str = Field(description="From the match response.")
+    rating: Literal["up", "down"] | None = Field(None, description="Left out: derived from correct_id.")
+    correct_id: str | None = Field(
+        None, description="The candidate id that was right, or 'none' (nothing matches: escalate)."
+    )
+
+
+class FeedbackResponse(BaseModel):
+    answer_id: str
+    rating: Literal["up", "down"]
+    correct_id: str | None
+    created_at: float
+
+
+class DocumentOut(BaseModel):
+    id: str
+    name: str
+    sha256: str
+    pages: int
+    chunks: int
+    faq_pairs: int
+    passages: int
+    rows: int
+    added_at: float
+
+
+class UploadResult(BaseModel):
+    file: str = Field(description="The name the client sent.")
+    status: Literal["added", "unchanged", "failed"]
+    message: str
+    error: str | None = None
+    document: DocumentOut | None = None
+
+
+class UploadResponse(BaseModel):
+    results: list[UploadResult]
+    documents: int = Field(description="Documents in the knowledge base afterwards.")
+
+
+_basic = HTTPBasic(auto_error=False, description="The page's username and password.")
+_bearer = HTTPBearer(auto_error=False, description="The API token (AGENT_HELPER_API_TOKEN).")
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and secrets.compare_digest(a.encode(), b.encode())
+
+
+def authorised(settings: "ServerSettings", basic: HTTPBasicCredentials | None,
+               bearer: HTTPAuthorizationCredentials | None) -> bool:
+    if not settings.auth_enabled:
+        return True
+    if bearer is not None and settings.api_token and _same(bearer.credentials, settings.api_token):
+        return True
+    return basic is not None and settings.check_login(basic.username, basic.password)
+
+
+def build_router(service: AgentHelper, settings: "ServerSettings") -> APIRouter:
+    def require_auth(basic: HTTPBasicCredentials | None = Depends(_basic),
+                     bearer: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+        if not authorised(settings, basic, bearer):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, "sign in: Authorization: Bearer <token> or HTTP Basic",
+                headers={"WWW-Authenticate": 'Bearer realm="agent-helper", Basic realm="agent-helper"'},
+            )
+
+    router = APIRouter(prefix=PREFIX)
+    guarded = APIRouter(dependencies=[Depends(require_auth)])
+
+    @router.get("/health", tags=["status"])
+    def health(basic: HTTPBasicCredentials | None = Depends(_basic),
+               bearer: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> dict:
+        """Liveness; with credentials (or no login configured) also the status line's facts."""
+        body: dict = {"status": "ok", "model_loaded": service.model_loaded}
+        if authorised(settings, basic, bearer):
+            body.update(service.status())
+        return body
+
+    @guarded.post("/match", response_model=MatchResponse, tags=["answers"])
+    def match(request: MatchRequest) -> dict:
+        """Find the FAQ that answers a ticket, or say escalate (the `ask --json` object)."""
+        from reasoner.backends import ModelLoadError
+
+        try:
+            return service.ask(request.ticket).to_json_dict()
+        except ValueError as error:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+        except ModelLoadError as error:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
+
+    @guarded.post("/feedback", response_model=FeedbackResponse, tags=["answers"])
+    def feedback(request: FeedbackRequest) -> dict:
+        """👍/👎 on an answer and/or the right candidate's id ('none' = it should have escalated)."""
+        try:
+            return service.give_feedback(request.answer_id, request.rating, request.correct_id).to_dict()
+        except UnknownAnswer as error:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+        except FeedbackError as error:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+
+    @guarded.get("/documents", response_model=list[DocumentOut], tags=["documents"])
+    def documents() -> list[dict]:
+        return [asdict(d) for d in service.documents()]
+
+    @guarded.post("/documents", response_model=UploadResponse, tags=["documents"],
+                  responses={207: {"model": UploadResponse, "description": "some files failed"},
+                             400: {"model": UploadResponse, "description": "every file failed"},
+                             413: {"description": "request too large"}})
+    def upload(files: list[UploadFile] = File(description="PDF / CSV / JSONL files")) -> JSONResponse:
+        """Add knowledge files; each file is added, found already present, or refused with its reason."""
+        if len(files) > settings.max_files:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                                f"at most {settings.max_files} files per request")
+        results = []
+        for upload_file in files:
+            name = upload_file.filename or ""
+            result = service.upload(name, upload_file.file, settings.allowed_suffixes,
+                                    max_bytes=settings.max_upload_bytes)
+            results.append(UploadResult(
+                file=name, status=result.status, message=result.message().strip(), error=result.error,
+                document=DocumentOut(**asdict(result.document)) if result.document else None,
+            ))
+        failed = sum(r.status == "failed" for r in results)
+        code = 200 if not failed else 400 if failed == len(results) else 207
+        body = UploadResponse(results=results, documents=len(service.documents()))
+        return JSONResponse(body.model_dump(), status_code=code)
+
+    @guarded.delete("/documents/{doc_id}", response_model=DocumentOut, tags=["documents"])
+    def delete(doc_id: str) -> dict:
+        """Remove a document, its chunks and its uploaded file."""
+        try:
+            return asdict(service.delete(doc_id))
+        except KeyError as error:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {doc_id!r}") from error
+
+    router.include_router(guarded)
+    return router
+
+
+class UploadLimit:
+    """ASGI middleware: refuses a document upload request larger than `max_bytes` before it is spooled
+    to disk (by Content-Length, and by counting the body when it is sent chunked)."""
+
+    def __init__(self, app, max_bytes: int, path: str = f"{PREFIX}/documents"):
+        self.app, self.max_bytes, self.path = app, max_bytes, path
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != self.path:
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._too_large(scope, receive, send)
+        seen = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _TooLarge:
+            if not started:
+                await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope, receive, send):
+        response = JSONResponse(
+            {"detail": f"request larger than {self.max_bytes / 2**20:g} MiB"},
+            status_code=413,
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class SameOriginGuard:
+    """ASGI middleware: a browser request that changes something under /api/ must come from this
+    server's own origin. Without it, any web site an agent visits could post a multipart form (a
+    CORS "simple request") to http://127.0.0.1:7860/api/v1/documents. Clients that send no Origin
+    header (CRM systems, curl) are not affected."""
+
+    SAFE = ("GET", "HEAD", "OPTIONS")
+
+    def __init__(self, app, prefix: str = "/api/"):
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] not in self.SAFE and scope["path"].startswith(self.prefix):
+            headers = dict(scope.get("headers") or [])
+            origin = headers.get(b"origin")
+            if origin is not None and not _same_origin(origin.decode("latin-1"), headers.get(b"host", b"")):
+                response = JSONResponse({"detail": "cross-site request refused"}, status_code=403)
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _same_origin(origin: str, host: bytes) -> bool:
+    from urllib.parse import urlsplit
+
+    netloc = urlsplit(origin).netloc.lower()
+    return bool(netloc) and netloc == host.decode("latin-1").lower()
