@@ -250,3 +250,36 @@ def test_sanitize_filename():
     for bad in ("", "..", "/", "notes.txt", "archive.csv.exe", ".csv"):
         with pytest.raises(UploadRejected):
             sanitize_filename(bad)
+
+
+def test_feedback_export_rules(tmp_path):
+    from ui.feedback import FeedbackStore, export_feedback
+
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    candidates = [{"id": "a", "question": "qa", "answer": "A", "label": None, "source": "s.csv", "page": None,
+                   "score": 0.9, "rank_score": 0.1},
+                  {"id": "b", "question": "qb", "answer": "B", "label": None, "source": "s.csv", "page": 2,
+                   "score": 0.5, "rank_score": 0.05}]
+    matched = {"match": {"id": "a"}, "escalate": False}
+    escalated = {"match": None, "escalate": True}
+    up_match = store.record_answer("t1", candidates, matched, "m")
+    up_escalate = store.record_answer("t2", candidates, escalated, "m")
+    down_unnamed = store.record_answer("t3", candidates, matched, "m")
+    named_other = store.record_answer("t4", candidates, matched, "m")
+    store.record_answer("t5", candidates, matched, "m")  # never rated: not exported
+    store.give(up_match, "up")
+    store.give(up_escalate, "up")
+    store.give(down_unnamed, "down")
+    assert store.give(named_other, correct_id="b").rating == "down"
+    assert store.give(named_other, rating="down").correct_id == "b"  # a later rating keeps the name
+    store.close()
+
+    out = tmp_path / "out" / "examples.jsonl"
+    assert export_feedback(tmp_path / "feedback.sqlite", out) == 3
+    rows = {r["ticket"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"t1", "t2", "t4"}
+    assert (rows["t1"]["correct_id"], rows["t1"]["verdict_id"], rows["t1"]["rating"]) == ("a", "a", "up")
+    assert (rows["t2"]["correct_id"], rows["t2"]["verdict_id"], rows["t2"]["rating"]) == (None, None, "up")
+    assert (rows["t4"]["correct_id"], rows["t4"]["verdict_id"], rows["t4"]["rating"]) == ("b", "a", "down")
+    assert rows["t4"]["candidates"] == candidates
+    assert export_feedback(tmp_path / "missing.sqlite", tmp_path / "empty.jsonl") == 0
