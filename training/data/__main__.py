@@ -1,0 +1,108 @@
+"""Command line for the training data.
+
+    python -m training.data build --sources-dir ../shared/datasets --out runs/data --seed 13
+    python -m training.data feedback EXPORT.jsonl --out runs/feedback.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from training.data import build, sources
+from training.data.schema import DataError, write_examples
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.data")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="labelled datasets -> train.jsonl, validation.jsonl, manifest.json")
+    b.add_argument("--sources-dir", type=Path, required=True)
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--sources", default=",".join(sources.DEFAULT_SOURCES),
+                   help="comma-separated; known: " + ", ".join(sources.READERS))
+    b.add_argument("--embedder", choices=("packaged", "hashing"), default="packaged",
+                   help="packaged = the product's all-MiniLM-L6-v2; hashing = fast stand-in for dry runs")
+    defaults = build.BuildOptions()
+    for name in ("seed", "top_k", "max_train_per_source", "max_validation_per_source", "max_answer_chars"):
+        b.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    for name in ("validation_share", "none_share", "removed_true_rate", "max_first_share",
+                 "pair_rate", "random_negative_share"):
+        b.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    b.add_argument("--formats", default=",".join(defaults.formats))
+    b.add_argument("--embedding-cache", type=Path,
+                   help="folder for cached sentence vectors (reused by later builds with the same embedder)")
+    f = sub.add_parser("feedback", help="web-page feedback export -> examples")
+    f.add_argument("path", type=Path)
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--seed", type=int, default=13)
+    f.add_argument("--validation-share", type=float, default=0.1)
+    return parser
+
+
+def _embedder(name: str):
+    if name == "hashing":
+        from training.data.mining import hashing_embed
+
+        return hashing_embed, "hashing-256"
+    from retriever.embedder import Embedder
+
+    embedder = Embedder()
+    return embedder.embed, f"{embedder.name}@{embedder.hash}"
+
+
+def _options(args) -> build.BuildOptions:
+    fields = build.BuildOptions.__dataclass_fields__
+    values = {k: getattr(args, k) for k in fields if k != "formats"}
+    return build.BuildOptions(**values, formats=tuple(x for x in args.formats.split(",") if x))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_build(args) -> int:
+    names = [n for n in args.sources.split(",") if n]
+    loaded = sources.load(names, args.sources_dir)
+    embed, embedder_name = _embedder(args.embedder)
+    if args.embedding_cache:
+        from training.data.mining import CachedEmbed
+
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in embedder_name)
+        embed = CachedEmbed(embed, args.embedding_cache / f"{safe}.npz")
+    result = build.build(loaded, _options(args), embed, embedder_name)
+    args.out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, examples in (("train", result.train), ("validation", result.validation)):
+        path = args.out / f"{split}.jsonl"
+        write_examples(path, examples)
+        files[path.name] = {"examples": len(examples), "sha256": _sha256(path)}
+    manifest = {**result.manifest, "files": files}
+    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"train {len(result.train)} / validation {len(result.validation)} examples -> {args.out}")
+    return 0
+
+
+def run_feedback(args) -> int:
+    from training.data.feedback import load_feedback
+
+    loaded = load_feedback(args.path, seed=args.seed, validation_share=args.validation_share)
+    write_examples(args.out, loaded.examples)
+    print(f"{len(loaded.examples)} examples -> {args.out} ({loaded.skipped} skipped: chosen id not shown)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return run_build(args) if args.command == "build" else run_feedback(args)
+    except (DataError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

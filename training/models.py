@@ -1,0 +1,182 @@
+"""Backend choice and the trainable model: base (+ 4-bit) + LoRA.
+
+Two backends:
+- "unsloth": FastLanguageModel (4-bit when asked or when the checkpoint is bnb-4bit) with
+  use_gradient_checkpointing="unsloth"; chosen by "auto" when CUDA is available and unsloth is
+  installed. unsloth must be imported before transformers: `training.__main__` does that by
+  calling `import_unsloth_first()` before it imports the trainer.
+- "transformers": the base comes from `reasoner.backends.load_model` (the same loader the judge
+  uses: the embedded SmolLM2 from its bf16 cache, or a local/cached Hugging Face model, optionally
+  4-bit via bitsandbytes), then PEFT adds the LoRA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.config import EMBEDDED, ConfigError, TrainConfig
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    """"unsloth" or "transformers"."""
+    device: str
+    """"cuda" or "cpu"."""
+    load_in_4bit: bool
+
+    def describe(self) -> str:
+        quant = " + bitsandbytes 4-bit" if self.load_in_4bit else ""
+        lib = "Unsloth FastLanguageModel" if self.name == "unsloth" else "transformers + PEFT"
+        return f"{lib}{quant} on {self.device}"
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_backend(cfg: TrainConfig) -> Backend:
+    """Resolve model.backend = auto/unsloth/transformers against this machine (imports only torch)."""
+    cuda = _cuda()
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    wanted = cfg.model.backend
+    if wanted == "unsloth" and not (cuda and has_unsloth):
+        raise ConfigError("model.backend = 'unsloth' needs a CUDA GPU and the unsloth package "
+                          f"(CUDA: {cuda}, unsloth installed: {has_unsloth})")
+    name = "unsloth" if wanted == "unsloth" or (wanted == "auto" and cuda and has_unsloth) else "transformers"
+    four_bit = cfg.model.load_in_4bit or "bnb-4bit" in cfg.model.base
+    if four_bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("4-bit loading needs bitsandbytes (pip install '.[gpu]')")
+    return Backend(name, "cuda" if cuda else "cpu", four_bit)
+
+
+def import_unsloth_first(backend: Backend) -> None:
+    """unsloth patches transformers/peft/trl at import: it must come first in the process."""
+    if backend.name != "unsloth":
+        return
+    if "transformers" in sys.modules:
+        print("warning: transformers was imported before unsloth; some unsloth speed-ups may be "
+              "missing (run `python -m training` directly)", file=sys.stderr)
+    import unsloth  # noqa: F401
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def model_cache_dir(cfg: TrainConfig, home: Path) -> Path:
+    return Path(cfg.model.cache_dir) if cfg.model.cache_dir else Path(home) / "models"
+
+
+def _load_unsloth(cfg: TrainConfig, backend: Backend, home: Path):
+    from unsloth import FastLanguageModel
+
+    name = cfg.model.base
+    if name == EMBEDDED:
+        from reasoner.backends import prepare_embedded_cache
+
+        name = str(prepare_embedded_cache(model_cache_dir(cfg, home)))
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=name,
+        max_seq_length=cfg.model.max_seq_length,
+        dtype=torch_dtype(cfg.model.dtype),
+        load_in_4bit=backend.load_in_4bit,
+        local_files_only=True,
+    )
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules),
+        bias="none",
+        use_gradient_checkpointing="unsloth",
+        random_state=cfg.train.seed,
+        max_seq_length=cfg.model.max_seq_length,
+    )
+    return model, tokenizer
+
+
+def load_base(cfg: TrainConfig, backend: Backend, home: Path):
+    """(model, tokenizer) through the reasoner's loader: the one place models are read from."""
+    from reasoner.backends import ModelConfig, ModelLoadError, load_model
+
+    config = ModelConfig(
+        base=cfg.model.base,
+        adapter=None,
+        load_in_4bit=backend.load_in_4bit,
+        use_unsloth=False,
+        cache_dir=model_cache_dir(cfg, home),
+        device=backend.device,
+    )
+    try:
+        loaded = load_model(config)
+    except ModelLoadError as error:
+        raise ConfigError(str(error)) from None
+    model = loaded.model
+    if not backend.load_in_4bit and cfg.model.dtype != "bfloat16":
+        model = model.to(torch_dtype(cfg.model.dtype))
+    return model, loaded.tokenizer
+
+
+def _add_lora(model, cfg: TrainConfig, backend: Backend):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if backend.load_in_4bit:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.model.gradient_checkpointing
+        )
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def trainable_model(cfg: TrainConfig, backend: Backend, home: Path):
+    """(peft model in train mode, tokenizer with a chat template and a pad token)."""
+    import torch
+
+    from reasoner.prompt import ensure_chat_template
+
+    torch.manual_seed(cfg.train.seed)  # LoRA init is random: same seed, same adapter start
+    if backend.name == "unsloth":
+        model, tokenizer = _load_unsloth(cfg, backend, home)
+    else:
+        model, tokenizer = load_base(cfg, backend, home)
+        model = _add_lora(model, cfg, backend)
+    ensure_chat_template(tokenizer)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.train()
+    return model, tokenizer
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def for_inference(model, backend: Backend):
+    """Switch a trained model to fast inference (unsloth) / eval mode with a KV cache."""
+    if backend.name == "unsloth":
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+    model.eval()
+    config = getattr(model, "config", None)
+    if config is not None:
+        config.use_cache = True
+    return model
