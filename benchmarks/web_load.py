@@ -33,7 +33,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def tickets(n: int) -> list[str]:
-    lines = (REPO / "data" / "samples" / "eval_tickets.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (REPO / "data" / "eval_tickets.jsonl").read_text(encoding="utf-8").splitlines()
     pool = [json.loads(line)["ticket"] for line in lines if line.strip()]
     return [pool[i % len(pool)] for i in range(n)]
 

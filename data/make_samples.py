@@ -267,7 +267,7 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=["id", "question", "answer", "label"])
         writer.writeheader()
         writer.writerows(tickets)
-    with (OUT / "eval_tickets.jsonl").open("w", encoding="utf-8") as handle:
+    with (OUT.parent / "eval_tickets.jsonl").open("w", encoding="utf-8") as handle:
         for item in eval_tickets(rows, used | ticket_rows):
             handle.write(json.dumps(item, ensure_ascii=False) + "\n")
     crossing = sum(pair["page"] != pair["end_page"] for pair in truth)

@@ -99,6 +99,118 @@ def cmd_search(args) -> int:
     return 0
 
 
+def _service(args, log_answers: bool = True):
+    from ui.service import AgentHelper, default_model_config
+
+    model = default_model_config(args.home, base=args.model, adapter=args.adapter)
+    return AgentHelper(args.home, model, log_answers=log_answers)
+
+
+def _print_answer(answer) -> None:
+    if answer.escalate or answer.match is None:
+        print(f"\nNO MATCH — ESCALATE (confidence {answer.confidence:.2f})")
+    else:
+        m = answer.match
+        where = m.source + (f", page {m.page}" if m.page else "")
+        print(f"\nMATCH ({answer.confidence:.2f}): {m.question}\n\n{m.answer}\n\nsource: {where}")
+    for note in answer.notes:
+        print(f"note: {note}")
+    print("\ncandidates:")
+    for c in answer.candidates:
+        print(f"  {c.to_dict() if hasattr(c, 'to_dict') else c}")
+    print(f"({answer.latency_s:.2f}s, {answer.model})")
+
+
+def cmd_ask(args) -> int:
+    try:
+        service = _service(args)
+        if args.json:
+            print(json.dumps(service.ask(args.text).to_json_dict(), indent=2))
+            return 0
+        answer = None
+        for item in service.ask_stream(args.text):
+            if isinstance(item, str):
+                print(item, end="", flush=True)
+            else:
+                answer = item
+        _print_answer(answer)
+        return 0
+    except ValueError as error:
+        print(f"agent-helper ask: {error}", file=sys.stderr)
+        return 2
+
+
+def _read_tickets(path: Path, limit: int | None) -> list[dict]:
+    tickets = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path.name}: line {number} is not JSON ({error.msg})") from None
+            if not isinstance(item, dict) or not isinstance(item.get("ticket"), str):
+                raise ValueError(f'{path.name}: line {number} has no "ticket" string')
+            tickets.append(item)
+            if limit and len(tickets) >= limit:
+                break
+    return tickets
+
+
+def cmd_eval(args) -> int:
+    from tqdm import tqdm
+
+    from reasoner.evaluate import evaluate
+
+    try:
+        tickets = _read_tickets(Path(args.queries), args.limit)
+    except (OSError, ValueError) as error:
+        print(f"agent-helper eval: {error}", file=sys.stderr)
+        return 2
+    service = _service(args, log_answers=False)
+    with tqdm(total=len(tickets), desc="eval", unit="ticket", file=sys.stderr) as bar:
+        report = evaluate(tickets, service.search, service.judge, lambda i, r: bar.update(1))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            for record in report.records:
+                handle.write(json.dumps(record.to_dict()) + "\n")
+    result = report.to_json_dict()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:24s} {value}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from ui.server import ServerSettings, SettingsError, serve
+    from ui.service import default_model_config
+
+    try:
+        serve(args.home, args.host, args.port, ServerSettings.from_env(),
+              model_config=default_model_config(args.home, base=args.model, adapter=args.adapter))
+    except SettingsError as error:
+        print(f"agent-helper serve: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_feedback_export(args) -> int:
+    from ui.feedback import export_feedback
+
+    count = export_feedback(args.home.feedback_db, args.file)
+    print(f"wrote {count} feedback examples to {args.file}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from training.__main__ import main as train_main
+
+    return train_main(["--config", args.config, *args.rest])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-helper",
@@ -125,6 +237,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5, help="number of candidates (default 5)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
+
+    def model_options(p):
+        p.add_argument("--model", default="embedded",
+                       help="judge base model: 'embedded' (SmolLM2-135M, default) or a HF name/path")
+        p.add_argument("--adapter", type=Path, default=None,
+                       help="LoRA adapter folder (default: the shipped one for the embedded model)")
+
+    p = sub.add_parser("ask", help="judge a ticket: matched FAQ with reasoning, or escalate")
+    p.add_argument("text", metavar="TEXT")
+    p.add_argument("--json", action="store_true", help="print one JSON object (see README)")
+    model_options(p)
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("eval", help="accuracy, out-of-scope recall and latency on labelled tickets")
+    p.add_argument("queries", metavar="QUERIES.jsonl",
+                   help='lines {"ticket": str, "label": str|null}; null = should escalate')
+    p.add_argument("--limit", type=int, help="only the first N tickets")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", metavar="FILE", help="also write one JSON line per ticket")
+    model_options(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="start the web page and the REST API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    model_options(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("feedback", help="agents' feedback")
+    feedback = p.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
+    e = feedback.add_parser("export", help="write feedback as training examples (JSONL)")
+    e.add_argument("file", metavar="FILE")
+    e.set_defaults(func=cmd_feedback_export)
+
+    p = sub.add_parser("train", help="fine-tune the judge from a TOML config (see training/)")
+    p.add_argument("--config", required=True, metavar="TOML")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train)
     return parser
 
 
