@@ -307,6 +307,9 @@ def final_reasoning(text: str, lead: _Lead) -> str:
 
 
 class Judge:
+    """Decides with one loaded model; run one stream at a time per Judge (the model is not shared
+    safely between threads). `stream` checks the ticket when first iterated."""
+
     def __init__(self, loaded: LoadedModel, config: JudgeConfig | None = None):
         self.loaded = loaded
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
@@ -416,8 +419,8 @@ class Judge:
         row = rows[0]
         if row.forced:
             notes.append(
-                f"the judge did not write its answer within {self.config.max_new_tokens} tokens; "
-                f"it was read after a forced '{ANSWER_PREFIX}'"
+                f"the judge did not write '{ANSWER_PREFIX}' itself (within {self.config.max_new_tokens} tokens); "
+                f"its answer was read after a forced '{ANSWER_PREFIX}'"
             )
         return row.probabilities, row.text, final_reasoning(row.text, LISTWISE_LEAD)
 
