@@ -288,8 +288,8 @@ def build_random_llama(shape: dict, dtype: str, device: str):
     config = LlamaConfig(**shape)
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    with torch.device(device):  # built in bf16 straight on the device: no fp32 copy of 8B weights
+        model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16)
     if dtype == "nf4":
         model = _quantize_nf4(model, device)
     model.eval()
