@@ -307,8 +307,8 @@ def final_reasoning(text: str, lead: _Lead) -> str:
 
 
 class Judge:
-    """Decides with one loaded model; run one stream at a time per Judge (the model is not shared
-    safely between threads). `stream` checks the ticket when first iterated."""
+    """Decides with one loaded model. A Judge keeps no per-call state, so concurrent streams are
+    safe (they share the CPU). `stream` checks the ticket when first iterated."""
 
     def __init__(self, loaded: LoadedModel, config: JudgeConfig | None = None):
         self.loaded = loaded
