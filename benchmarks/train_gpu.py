@@ -186,17 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare_only:
         print(prepare_model(args.model_dir, args.tokenizer))
         return 0
+    started = time.perf_counter()
+    # In its own process: the 16 GB of random weights leave the GPU before anything is timed, and
+    # transformers is not imported here before unsloth.
+    prepare = [sys.executable, __file__, "--prepare-only", "--model-dir", str(args.model_dir), "--out", str(args.out)]
+    subprocess.check_call(prepare + (["--tokenizer", str(args.tokenizer)] if args.tokenizer else []))
+    print(f"model ready in {time.perf_counter() - started:.0f} s", flush=True)
     if args.backend != "both":
-        result = run_one(args.backend, args.steps, prepare_model(args.model_dir, args.tokenizer), args.out, args.set)
+        result = run_one(args.backend, args.steps, args.model_dir, args.out, args.set)
         text = json.dumps(result, indent=2)
         (args.result or args.out / f"train_gpu-{args.backend}.json").write_text(text)
         print(text)
         return 0
-    started = time.perf_counter()
-    # In its own process, so the 16 GB of random weights leave the GPU before the timed runs.
-    prepare = [sys.executable, __file__, "--prepare-only", "--model-dir", str(args.model_dir), "--out", str(args.out)]
-    subprocess.check_call(prepare + (["--tokenizer", str(args.tokenizer)] if args.tokenizer else []))
-    print(f"model ready in {time.perf_counter() - started:.0f} s", flush=True)
     results = [_child(args, name) for name in ("unsloth", "transformers")]
     summary = {"results": results, "table": _table(results)}
     ok = [r for r in results if "error" not in r]

@@ -179,3 +179,26 @@ def test_calibration_decides_exactly_like_the_judge():
     calibration, metrics = evaluation.calibrate(judged)
     assert metrics["accuracy"] >= evaluation.verdict_metrics(judged, evaluation.argmax_predictions(judged))["accuracy"] - 1e-9
     assert 0 <= calibration.threshold <= 1
+
+
+def test_completion_loss_equals_the_models_own_loss(workspace):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.trainer import completion_loss
+
+    model = AutoModelForCausalLM.from_pretrained(workspace / "tiny", dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    ids = torch.randint(3, model.config.vocab_size, (2, 12))
+    labels = ids.clone()
+    labels[:, :7] = -100  # the prompt carries no loss
+    labels[1, 10:] = -100
+    mask = torch.ones_like(ids)
+    mask[1, 10:] = 0  # padding at the end of the second row
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    expected = model(**inputs).loss
+    assert torch.allclose(completion_loss(model, inputs), expected, atol=1e-5)
+    counted = int((labels[:, 1:] != -100).sum())
+    assert torch.allclose(completion_loss(model, inputs, num_items_in_batch=14), expected * counted / 14, atol=1e-5)

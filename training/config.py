@@ -35,8 +35,9 @@ class ModelSection:
     """"auto" (unsloth when CUDA and unsloth are present, else transformers), "unsloth", "transformers"."""
     load_in_4bit: bool = False
     """Quantize the base to 4-bit NF4 with bitsandbytes (QLoRA); bnb-4bit checkpoints are 4-bit anyway."""
-    dtype: str = "bfloat16"
-    """Weights and compute dtype: "bfloat16", "float16" or "float32"."""
+    dtype: str = "auto"
+    """Weights and compute dtype: "auto" (bfloat16 on a GPU that supports it, else float32: CPUs
+    without AVX512-BF16/AMX emulate bf16 matmuls, ~40x slower), "bfloat16", "float16", "float32"."""
     max_seq_length: int = 1024
     """Longest example in tokens; longer examples are dropped and counted."""
     gradient_checkpointing: bool = False
@@ -182,7 +183,7 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(TrainConfig) if f.name no
 _SECTION_TYPES = typing.get_type_hints(TrainConfig)
 CHOICES = {
     ("model", "backend"): ("auto", "unsloth", "transformers"),
-    ("model", "dtype"): ("bfloat16", "float16", "float32"),
+    ("model", "dtype"): ("auto", "bfloat16", "float16", "float32"),
     ("data", "prompt_format"): ("listwise", "pairwise", "both"),
     ("eval", "method"): ("judge", "teacher_forced", "none"),
     ("tracking", "backend"): ("mlflow", "neptune", "none"),
@@ -249,6 +250,9 @@ def _check_values(cfg: TrainConfig, where: str) -> None:
         raise ConfigError(f"{where}: train.epochs must be > 0 and train.max_steps -1 or > 0")
     if not cfg.data.train or not cfg.data.validation:
         raise ConfigError(f"{where}: data.train and data.validation are required")
+    if cfg.eval.method == "teacher_forced" and cfg.data.prompt_format == "pairwise":
+        raise ConfigError(f"{where}: eval.method = 'teacher_forced' reads listwise answers; use 'judge' "
+                          "for a pairwise adapter")
     if cfg.tracking.backend == "neptune" and not cfg.tracking.neptune_project:
         raise ConfigError(f"{where}: tracking.neptune_project is required for the neptune backend")
 

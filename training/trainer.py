@@ -122,7 +122,7 @@ def _precision(cfg: TrainConfig, backend: Backend) -> dict:
 
         bf16 = torch.cuda.is_bf16_supported()
         return {"bf16": bf16, "fp16": not bf16}
-    return {"bf16": cfg.model.dtype == "bfloat16", "fp16": cfg.model.dtype == "float16"}
+    return {"bf16": backend.dtype == "bfloat16", "fp16": backend.dtype == "float16"}
 
 
 def _sft_config(cfg: TrainConfig, backend: Backend, out: Path, overrides: dict | None = None):
@@ -170,23 +170,44 @@ def _sft_config(cfg: TrainConfig, backend: Backend, out: Path, overrides: dict |
     return SFTConfig(**values)
 
 
+def completion_loss(model, inputs: dict, num_items_in_batch=None, accepts_loss_kwargs: bool = True):
+    """Causal-LM loss on the completion tokens, projecting only their positions through the LM head.
+
+    The same value as the model's own loss (summed over labelled tokens, divided by
+    `num_items_in_batch` when given, else by their count), but the (tokens x vocabulary) logits of
+    the prompt, ~90% of each example, are never computed: about a fifth less work per CPU step
+    for SmolLM2, whose 49,152-word head is a fifth of the model."""
+    import torch.nn.functional as F
+
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    labels = inputs["labels"]
+    features = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    hidden = causal_lm.get_decoder()(**features).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    keep = targets != -100
+    logits = causal_lm.get_output_embeddings()(hidden[keep]).float()
+    total = F.cross_entropy(logits, targets[keep], reduction="sum")
+    if num_items_in_batch is not None and accepts_loss_kwargs:
+        return total / num_items_in_batch
+    return total / keep.sum().clamp(min=1)
+
+
 def sft_trainer_class():
     """TRL's SFTTrainer, or, where its Triton loss kernel cannot load (torch CPU builds ship no
-    Triton, and TRL 1.15 then fails in compute_loss), a subclass that computes the same
-    completion-only loss through transformers' own causal-LM loss."""
-    from transformers import Trainer
+    Triton, and TRL 1.15 then fails in compute_loss), a subclass computing the same
+    completion-only loss with `completion_loss`."""
     from trl import SFTTrainer
     from trl.trainer import utils as trl_utils
 
     if getattr(trl_utils, "_ChunkedLogProbFunction", True) is not None:
         return SFTTrainer
 
-    class PlainLossSFTTrainer(SFTTrainer):
+    class CompletionLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            loss = completion_loss(model, inputs, num_items_in_batch, self.model_accepts_loss_kwargs)
+            return (loss, {"loss": loss}) if return_outputs else loss
 
-    return PlainLossSFTTrainer
+    return CompletionLossSFTTrainer
 
 
 def _setup_trainer(cfg, backend, model, tokenizer, train_ds, eval_ds, out, callbacks, sft_overrides=None):

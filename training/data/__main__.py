@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
                  "pair_rate", "random_negative_share"):
         b.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     b.add_argument("--formats", default=",".join(defaults.formats))
+    b.add_argument("--exclude", type=Path, nargs="*", default=[], metavar="JSONL",
+                   help='held-out ticket files (lines {"ticket": ...}): their texts are left out entirely')
     b.add_argument("--embedding-cache", type=Path,
                    help="folder for cached sentence vectors (reused by later builds with the same embedder)")
     f = sub.add_parser("feedback", help="web-page feedback export -> examples")
@@ -67,6 +69,12 @@ def _sha256(path: Path) -> str:
 def run_build(args) -> int:
     names = [n for n in args.sources.split(",") if n]
     loaded = sources.load(names, args.sources_dir)
+    if args.exclude:
+        from training.data.schema import text_key
+
+        held_out = {text_key(json.loads(line)["ticket"]) for path in args.exclude
+                    for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+        loaded = sources.without_texts(loaded, held_out)
     embed, embedder_name = _embedder(args.embedder)
     if args.embedding_cache:
         from training.data.mining import CachedEmbed

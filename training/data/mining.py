@@ -150,7 +150,8 @@ class CachedEmbed:
         self.vectors: dict[str, np.ndarray] = {}
         if self.path.is_file():
             with np.load(self.path, allow_pickle=False) as data:
-                self.vectors = dict(zip(data["texts"].tolist(), data["vectors"]))
+                texts = str(data["texts"]).split("\x00")
+                self.vectors = dict(zip(texts, data["vectors"]))
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         missing = sorted({t for t in texts if t not in self.vectors})
@@ -163,5 +164,6 @@ class CachedEmbed:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         texts = sorted(self.vectors)
         temp = self.path.with_suffix(".tmp.npz")
-        np.savez(temp, texts=np.array(texts), vectors=np.stack([self.vectors[t] for t in texts]))
+        # One joined string, not an array of strings: numpy pads those to the longest text.
+        np.savez(temp, texts=np.array("\x00".join(texts)), vectors=np.stack([self.vectors[t] for t in texts]))
         temp.replace(self.path)

@@ -172,3 +172,19 @@ def load(names, root: Path) -> list[Source]:
     if not Path(root).is_dir():
         raise FileNotFoundError(f"sources folder not found: {root}")
     return [READERS[name](Path(root)) for name in names]
+
+
+def without_texts(loaded: list[Source], excluded: set[str]) -> list[Source]:
+    """The sources minus every row whose normalised text is in `excluded` (held-out eval tickets):
+    they appear nowhere, neither as ticket nor as knowledge-base entry nor as pair."""
+    from training.data.schema import text_key
+
+    def keep(text: str) -> bool:
+        return text_key(text) not in excluded
+
+    for source in loaded:
+        source.tickets = [r for r in source.tickets if keep(r.text)]
+        source.kb = None if source.kb is None else [r for r in source.kb if keep(r.text)]
+        source.out_of_scope = [t for t in source.out_of_scope if keep(t)]
+        source.pairs = [p for p in source.pairs if keep(p[0]) and keep(p[1])]
+    return loaded
