@@ -7,7 +7,8 @@ bitsandbytes + PEFT) it runs a few dozen optimizer steps in its own process (uns
 imported first and patches transformers for the whole process) and reports:
 - seconds per step: median after the warm-up steps (unsloth compiles each layer on the first step),
 - tokens per second: non-padding input tokens over the timed steps / their time,
-- peak GPU memory allocated (and reserved), GiB.
+- peak GPU memory allocated (and reserved) while training, GiB; loading/quantizing the base has its
+  own peak, reported apart (load_peak_allocated_gib).
 
     python benchmarks/train_gpu.py --steps 40 --out $OUT          # prepare model, run both, compare
     python benchmarks/train_gpu.py --backend transformers --steps 40
@@ -88,6 +89,12 @@ def _timing_callback(records: list):
             torch.cuda.synchronize()
 
     class StepTimer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            # Loading (and quantizing) the base has its own peak; the training peak is measured apart.
+            if torch.cuda.is_available():
+                records.append({"load_peak_allocated": torch.cuda.max_memory_allocated()})
+                torch.cuda.reset_peak_memory_stats()
+
         def on_step_begin(self, args, state, control, **kwargs):
             sync()
             self.started, self.tokens = time.perf_counter(), state.num_input_tokens_seen
@@ -123,6 +130,8 @@ def run_one(backend_name: str, steps: int, model_dir: Path, out: Path, extra: li
     result = train(cfg, home=out / "home", backend=backend, callbacks=[_timing_callback(records)],
                    sft_overrides={"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False,
                                   "include_num_input_tokens_seen": "non_padding"})
+    load_peak = next((r["load_peak_allocated"] for r in records if "load_peak_allocated" in r), 0)
+    records = [r for r in records if "seconds" in r]
     timed = records[WARMUP_STEPS:] or records
     seconds = [r["seconds"] for r in timed]
     cuda = torch.cuda.is_available()
@@ -138,6 +147,8 @@ def run_one(backend_name: str, steps: int, model_dir: Path, out: Path, extra: li
         "tokens_per_second": sum(r["tokens"] for r in timed) / sum(seconds),
         "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
+        "load_peak_allocated_gib": load_peak / 2**30 if cuda else None,
+        "gradient_checkpointing": cfg.model.gradient_checkpointing,
         "trainable_parameters": result.metadata["trainable_parameters"],
         "batch_size": cfg.train.batch_size,
         "grad_accum": cfg.train.grad_accum,
@@ -161,13 +172,15 @@ def _child(args, backend_name: str) -> dict:
 
 
 def _table(results: list[dict]) -> str:
-    rows = ["| backend | s/step (median) | tokens/s | peak allocated GiB | peak reserved GiB |", "|---|---|---|---|---|"]
+    rows = ["| backend | s/step (median) | tokens/s | training peak allocated GiB | reserved GiB | load peak GiB |",
+            "|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            rows.append(f"| {r['backend']} | failed: {r['error']} | | | |")
+            rows.append(f"| {r['backend']} | failed: {r['error']} | | | | |")
             continue
-        rows.append(f"| {r['detail']} | {r['seconds_per_step_median']:.3f} | {r['tokens_per_second']:.0f} | "
-                    f"{r['peak_allocated_gib']:.2f} | {r['peak_reserved_gib']:.2f} |")
+        rows.append(f"| {r['detail']} (checkpointing {r['gradient_checkpointing']}) | "
+                    f"{r['seconds_per_step_median']:.3f} | {r['tokens_per_second']:.0f} | "
+                    f"{r['peak_allocated_gib']:.2f} | {r['peak_reserved_gib']:.2f} | {r['load_peak_allocated_gib']:.2f} |")
     return "\n".join(rows)
 
 

@@ -234,3 +234,18 @@ def test_web_page_feedback_export_trains(tmp_path):
     loaded = load_feedback(tmp_path / "export.jsonl")
     assert [(e.ticket, e.choice) for e in loaded.examples] == [("how do i change my pin", 2), ("is it sunny today", 0)]
     assert loaded.examples[0].reasoning.startswith("Asks:")
+
+
+def test_excluded_eval_tickets_appear_nowhere(tmp_path, monkeypatch):
+    source = synthetic_source()
+    monkeypatch.setattr("training.data.sources.load", lambda names, root: [synthetic_source()])
+    held = [r.text for r in source.tickets[::5]] + OOS[:3]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"ticket": t.upper(), "label": None}) + "\n" for t in held))
+    out = tmp_path / "out"
+    assert data_main(["build", "--sources-dir", str(tmp_path), "--out", str(out), "--embedder", "hashing",
+                      "--exclude", str(tmp_path / "eval.jsonl")]) == 0
+    held_keys = {text_key(t) for t in held}
+    for split in ("train", "validation"):
+        for example in read_examples(out / f"{split}.jsonl"):
+            assert not build.texts_of(example) & held_keys
+    assert str(tmp_path / "eval.jsonl") in json.loads((out / "manifest.json").read_text())["excluded_ticket_files"]

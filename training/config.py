@@ -40,8 +40,10 @@ class ModelSection:
     without AVX512-BF16/AMX emulate bf16 matmuls, ~40x slower), "bfloat16", "float16", "float32"."""
     max_seq_length: int = 1024
     """Longest example in tokens; longer examples are dropped and counted."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (less memory, ~30% slower); unsloth uses its own."""
+    gradient_checkpointing: str = "auto"
+    """Recompute activations in the backward pass (less memory, slower): "auto" = Unsloth's own
+    offloaded checkpointing (use_gradient_checkpointing="unsloth") on the unsloth backend, none on
+    transformers; "on" = checkpointing on either backend; "off" = none on either."""
     cache_dir: str = ""
     """Where the embedded model's bf16 copy is cached; "" = <home>/models."""
 
@@ -184,6 +186,7 @@ _SECTION_TYPES = typing.get_type_hints(TrainConfig)
 CHOICES = {
     ("model", "backend"): ("auto", "unsloth", "transformers"),
     ("model", "dtype"): ("auto", "bfloat16", "float16", "float32"),
+    ("model", "gradient_checkpointing"): ("auto", "on", "off"),
     ("data", "prompt_format"): ("listwise", "pairwise", "both"),
     ("eval", "method"): ("judge", "teacher_forced", "none"),
     ("tracking", "backend"): ("mlflow", "neptune", "none"),

@@ -80,6 +80,14 @@ def import_unsloth_first(backend: Backend) -> None:
     import unsloth  # noqa: F401
 
 
+def checkpointing(cfg: TrainConfig, backend: Backend):
+    """What to pass as gradient checkpointing: unsloth takes "unsloth"/False, transformers a bool."""
+    mode = cfg.model.gradient_checkpointing
+    if backend.name == "unsloth":
+        return "unsloth" if mode in ("auto", "on") else False
+    return mode == "on"
+
+
 def torch_dtype(name: str):
     import torch
 
@@ -112,7 +120,7 @@ def _load_unsloth(cfg: TrainConfig, backend: Backend, home: Path):
         lora_dropout=cfg.lora.dropout,
         target_modules=list(cfg.lora.target_modules),
         bias="none",
-        use_gradient_checkpointing="unsloth",
+        use_gradient_checkpointing=checkpointing(cfg, backend),
         random_state=cfg.train.seed,
         max_seq_length=cfg.model.max_seq_length,
     )
@@ -146,7 +154,7 @@ def _add_lora(model, cfg: TrainConfig, backend: Backend):
 
     if backend.load_in_4bit:
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.model.gradient_checkpointing
+            model, use_gradient_checkpointing=checkpointing(cfg, backend)
         )
     lora = LoraConfig(
         r=cfg.lora.r,

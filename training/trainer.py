@@ -29,7 +29,7 @@ from reasoner import prompt
 from training import evaluation
 from training.config import ConfigError, TrainConfig, check_base_model
 from training.dataset import Examples, judge_format, load_examples
-from training.models import Backend
+from training.models import Backend, checkpointing
 from training.tracking import check_tracking
 
 METADATA_FILE = "agent_helper.json"
@@ -157,7 +157,7 @@ def _sft_config(cfg: TrainConfig, backend: Backend, out: Path, overrides: dict |
         padding_free=t.padding_free,
         max_length=None,  # examples over model.max_seq_length were dropped when tokenized
         completion_only_loss=True,
-        gradient_checkpointing=cfg.model.gradient_checkpointing and backend.name != "unsloth",
+        gradient_checkpointing=backend.name != "unsloth" and checkpointing(cfg, backend),
         report_to="none",  # tracking goes through training.tracking (never the Neptune callback)
         seed=t.seed,
         data_seed=t.seed,

@@ -75,6 +75,7 @@ def run_build(args) -> int:
         held_out = {text_key(json.loads(line)["ticket"]) for path in args.exclude
                     for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
         loaded = sources.without_texts(loaded, held_out)
+    excluded = {str(path): _sha256(path) for path in args.exclude}
     embed, embedder_name = _embedder(args.embedder)
     if args.embedding_cache:
         from training.data.mining import CachedEmbed
@@ -88,7 +89,7 @@ def run_build(args) -> int:
         path = args.out / f"{split}.jsonl"
         write_examples(path, examples)
         files[path.name] = {"examples": len(examples), "sha256": _sha256(path)}
-    manifest = {**result.manifest, "files": files}
+    manifest = {**result.manifest, "files": files, "excluded_ticket_files": excluded}
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"train {len(result.train)} / validation {len(result.validation)} examples -> {args.out}")
     return 0
