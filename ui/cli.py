@@ -208,7 +208,7 @@ def cmd_feedback_export(args) -> int:
 def cmd_train(args) -> int:
     from training.__main__ import main as train_main
 
-    return train_main(["--config", args.config, *args.rest])
+    return train_main(["--config", args.config, "--home", str(args.home.root), *args.rest])
 
 
 def build_parser() -> argparse.ArgumentParser:
