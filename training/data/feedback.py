@@ -22,7 +22,6 @@ The web page's export (`agent-helper feedback export FILE`) may write either
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +31,7 @@ from training import rationale
 from training.data.build import split_of
 from training.data.schema import (
     DataError,
+    read_jsonl_rows,
     Example,
     StoredCandidate,
     _candidate_from,
@@ -98,14 +98,7 @@ def load_feedback(path: Path, seed: int = 13, validation_share: float = 0.1) -> 
     if not path.is_file():
         raise DataError(f"{path}: feedback file not found")
     examples, skipped = [], 0
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{where}: not valid JSON ({error.msg})") from None
+    for where, row in read_jsonl_rows(path):
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object")
         if "format" in row and "choice" in row:

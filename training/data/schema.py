@@ -23,7 +23,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from reasoner import prompt
 from training import rationale
@@ -187,23 +187,27 @@ def _open_text(path: Path):
     return path.open(encoding="utf-8")
 
 
-def read_examples(path: Path) -> list[Example]:
-    """Read and validate a JSONL (or JSONL.gz) file; blank lines are skipped, anything else
-    malformed is fatal."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found")
-    examples = []
+def read_jsonl_rows(path: Path) -> Iterator[tuple[str, object]]:
+    """("file:line", parsed JSON) for every non-blank line of a JSONL (or JSONL.gz) file; a line
+    that is not JSON is fatal and named."""
     with _open_text(path) as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
             try:
-                row = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as error:
                 raise DataError(f"{where}: not valid JSON ({error.msg})") from None
-            examples.append(example_from_dict(row, where))
+
+
+def read_examples(path: Path) -> list[Example]:
+    """Read and validate a JSONL (or JSONL.gz) file; blank lines are skipped, anything else
+    malformed is fatal."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    examples = [example_from_dict(row, where) for where, row in read_jsonl_rows(path)]
     if not examples:
         raise DataError(f"{path}: no examples (empty file)")
     return examples
