@@ -307,6 +307,34 @@ def test_long_ticket_is_truncated_with_a_note(real_judge):
     assert any("cut to 1000 characters" in n for n in verdict.notes)
 
 
+def test_decide_many_gives_the_verdicts_of_decide(embedded):
+    judge = Judge(embedded, JudgeConfig(max_new_tokens=12, top_k=3))
+    items = [
+        ("I forgot my password", [cand(1, "How do I reset my password?", 0.85), CARDS[1]]),
+        ("my card was declined at the shop", list(CARDS)),
+        ("where is my parcel", []),
+    ]
+    single = [judge.decide(ticket, candidates) for ticket, candidates in items]
+    batched = judge.decide_many(items, batch_size=2)
+    assert len(batched) == 3 and batched[2].reasoning == NO_CANDIDATES_REASONING
+    for one, many in zip(single, batched):
+        assert many.escalate == one.escalate and many.reasoning == one.reasoning
+        assert [c.judge_probability for c in many.candidates] == pytest.approx(
+            [c.judge_probability for c in one.candidates], abs=2e-3)
+
+
+def test_nothing_close_escalates_without_the_model(embedded):
+    judge = Judge(embedded, JudgeConfig(escalate_below=0.4))
+    far = [cand(1, "How do I reset my password?", 0.31), cand(2, "Why was my card declined?", 0.2)]
+    verdict = judge.decide("What time does the museum open on Sunday?", far)
+    assert verdict.escalate and verdict.match is None and verdict.confidence == 1.0
+    assert "0.31" in verdict.reasoning and "0.40" in verdict.reasoning
+    assert any("model was not asked" in n for n in verdict.notes)
+    assert len(verdict.candidates) == 2 and verdict.raw_output == ""
+    close = judge.decide("I forgot my password", [cand(1, "How do I reset my password?", 0.85)])
+    assert close.raw_output  # above the floor the model is asked
+
+
 def test_real_model_pairwise(embedded):
     judge = Judge(embedded, JudgeConfig(prompt_format="pairwise", max_new_tokens=4))
     verdict = judge.decide("I forgot my password", [cand(1, "How do I reset my password?", 0.85), CARDS[1]])
