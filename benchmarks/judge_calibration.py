@@ -1,0 +1,206 @@
+"""Calibrate how the judge is combined with the retriever, and measure the pipeline against the
+retriever alone, on held-out labelled tickets (the quality bar of the training issue).
+
+Three stages, each resumable from the files the previous one wrote, so the model-heavy middle one
+can run on the GPU machine without Chroma or the embedder:
+
+    python benchmarks/judge_calibration.py retrieve --work .bench/calib     # CPU: stores + top-k
+    python benchmarks/judge_calibration.py judge --work .bench/calib --device cuda --batch 64
+    python benchmarks/judge_calibration.py report --work .bench/calib [--write data/models/judge-smollm2]
+
+- retrieve: per set (knowledge CSV + held-out JSONL from make_eval_sets.py) a store built with the
+  chosen embedder, a seeded sample of tickets (all out-of-scope ones kept, since they are few), and
+  the retriever's top-k candidates -> `<work>/candidates.jsonl`.
+- judge: `Judge.decide_many` over those candidates -> `<work>/judged.jsonl` (the judge's own
+  distribution over [none, 1..k], its reasoning, and the candidates' labels and similarities).
+- report: the combination parameters (judge weight, threshold, retriever temperature and
+  none-similarity) are searched for the best accuracy over all sets pooled; the metrics printed
+  are cross-fitted (fit on even tickets, scored on odd ones and the other way round), so no number
+  is scored on the tickets it was fitted on. Baselines: the retriever's top-1 as is (never
+  escalates) and the retriever calibrated the same way (judge weight 0). `--write ADAPTER` stores
+  the calibration fitted on all tickets in the adapter's agent_helper.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_SETS = ("banking77", "clinc150")
+
+
+# --- retrieve ---------------------------------------------------------------------------------
+
+
+def sample_tickets(path: Path, in_scope: int, seed: int) -> list[dict]:
+    rows = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+    inside = [r for r in rows if r["label"] is not None]
+    random.Random(seed).shuffle(inside)
+    return inside[:in_scope] + [r for r in rows if r["label"] is None]
+
+
+def retrieve(args) -> None:
+    from ingest.pipeline import ingest_paths
+    from retriever.embedder import shared_embedder
+    from retriever.hybrid import HybridRetriever
+    from retriever.store import KnowledgeStore
+
+    embedder = shared_embedder(None, str(args.embedder_adapter) if args.embedder_adapter else None)
+    args.work.mkdir(parents=True, exist_ok=True)
+    with (args.work / "candidates.jsonl").open("w", encoding="utf-8") as out:
+        for name in args.sets:
+            store = KnowledgeStore(args.work / f"home-{name}-{embedder.hash}", embedder)
+            if store.count() == 0:
+                ingest_paths(store, [args.bench / f"{name}_knowledge.csv"])
+            retriever = HybridRetriever(store)
+            tickets = sample_tickets(args.bench / f"{name}_val.jsonl", args.in_scope, args.seed)
+            for t in tickets:
+                candidates = [c.to_dict() for c in retriever.search(t["ticket"], k=args.top_k)]
+                out.write(json.dumps({"set": name, **t, "candidates": candidates}) + "\n")
+            print(f"{name}: {len(tickets)} tickets retrieved with {embedder.name} ({embedder.hash})", flush=True)
+
+
+# --- judge ------------------------------------------------------------------------------------
+
+
+def judge(args) -> None:
+    import time
+
+    from reasoner.backends import ModelConfig, load_model
+    from reasoner.judge import Judge, JudgeConfig
+    from retriever.candidates import Candidate
+
+    rows = [json.loads(line) for line in (args.work / "candidates.jsonl").open(encoding="utf-8")]
+    loaded = load_model(ModelConfig(base=args.base, adapter=args.adapter, device=args.device,
+                                    cache_dir=args.work / "models"))
+    config = JudgeConfig.from_metadata(loaded.adapter_metadata, top_k=args.top_k,
+                                       max_new_tokens=args.max_new_tokens)
+    the_judge = Judge(loaded, config)
+    started = time.perf_counter()
+    with (args.work / "judged.jsonl").open("w", encoding="utf-8") as out:
+        for begin in range(0, len(rows), args.batch):
+            batch = rows[begin : begin + args.batch]
+            items = [(r["ticket"], [Candidate(**c) for c in r["candidates"]]) for r in batch]
+            for row, verdict in zip(batch, the_judge.decide_many(items, batch_size=args.batch)):
+                out.write(json.dumps(_judged_row(row, verdict)) + "\n")
+            done = begin + len(batch)
+            rate = done / (time.perf_counter() - started)
+            print(f"judged {done}/{len(rows)} ({rate:.1f} tickets/s)", flush=True)
+    print(f"model: {the_judge.model_name}; max_new_tokens {config.max_new_tokens}", flush=True)
+
+
+def _judged_row(row: dict, verdict) -> dict:
+    picks = [c.judge_probability for c in verdict.candidates]
+    return {
+        "set": row["set"], "ticket": row["ticket"], "label": row["label"],
+        "labels": [c["label"] for c in row["candidates"]],
+        "scores": [c["score"] for c in row["candidates"]],
+        "judge": [max(0.0, 1.0 - sum(picks)), *picks],
+        "reasoning": verdict.reasoning,
+    }
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def as_judged(row: dict):
+    from training.evaluation import Judged
+
+    labels = row["labels"]
+    if row["label"] is None:
+        gold = 0
+    else:  # an in-scope ticket whose label was not retrieved can never be right (-1)
+        gold = labels.index(row["label"]) + 1 if row["label"] in labels else -1
+    return Judged(judge=tuple(row["judge"]), similarities=tuple(row["scores"]), gold=gold, labels=tuple(labels))
+
+
+def set_metrics(rows: list[dict], choices: list[int]) -> dict:
+    from reasoner.evaluate import metrics
+
+    predicted = [None if c == 0 else r["labels"][c - 1] for r, c in zip(rows, choices)]
+    return metrics([r["label"] for r in rows], predicted, [c == 0 for c in choices], [r["labels"] for r in rows])
+
+
+def cross_fitted_choices(judged: list, weights) -> list[int]:
+    """Each half decided with the calibration fitted on the other half."""
+    from training.evaluation import calibrate, predictions
+
+    choices: list[int] = [0] * len(judged)
+    halves = [list(range(0, len(judged), 2)), list(range(1, len(judged), 2))]
+    for fit, score in (halves, halves[::-1]):
+        calibration, _ = calibrate([judged[i] for i in fit], weights)
+        for i, choice in zip(score, predictions([judged[i] for i in score], calibration)):
+            choices[i] = choice
+    return choices
+
+
+def report(args) -> None:
+    from training.evaluation import WEIGHTS, argmax_predictions, calibrate
+
+    rows = [json.loads(line) for line in (args.work / "judged.jsonl").open(encoding="utf-8")]
+    random.Random(args.seed).shuffle(rows)  # halves mix the sets evenly
+    judged = [as_judged(r) for r in rows]
+    variants = {
+        "retriever top-1": [1 if r["labels"] else 0 for r in rows],
+        "retriever calibrated": cross_fitted_choices(judged, (0.0,)),
+        "judge alone": argmax_predictions(judged),
+        "pipeline calibrated": cross_fitted_choices(judged, WEIGHTS),
+    }
+    table = {}
+    for name in sorted({r["set"] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r["set"] == name]
+        table[name] = {v: set_metrics([rows[i] for i in idx], [c[i] for i in idx]) for v, c in variants.items()}
+    calibration, _ = calibrate(judged, WEIGHTS)
+    print(json.dumps({"sets": table, "calibration_all": asdict(calibration)}, indent=1))
+    _print_table(table)
+    if args.write:
+        _write_calibration(args.write, asdict(calibration), table)
+
+
+def _print_table(table: dict) -> None:
+    print(f"\n{'set':10s} {'variant':22s} {'acc':>7s} {'in-scope':>9s} {'oos rec':>8s} {'n':>5s}")
+    for name, variants in table.items():
+        for variant, m in variants.items():
+            oos = "-" if m["oos_recall"] is None else f"{m['oos_recall']:.3f}"
+            print(f"{name:10s} {variant:22s} {m['accuracy']:7.4f} {m['in_scope_accuracy']:9.4f} {oos:>8s} {m['n']:5d}")
+
+
+def _write_calibration(adapter: Path, calibration: dict, table: dict) -> None:
+    file = adapter / "agent_helper.json"
+    meta = json.loads(file.read_text(encoding="utf-8"))
+    meta.update(calibration)
+    meta["calibration"] = calibration
+    meta["calibrated"] = True
+    meta.setdefault("metrics", {})["pipeline_vs_retriever"] = table
+    file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"calibration written to {file}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=("retrieve", "judge", "report"))
+    parser.add_argument("--work", type=Path, default=Path(".bench/calib"))
+    parser.add_argument("--bench", type=Path, default=Path(".bench"), help="make_eval_sets.py output")
+    parser.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS))
+    parser.add_argument("--in-scope", type=int, default=500, help="in-scope tickets sampled per set")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--embedder-adapter", type=Path, default=None, help="retriever embedder adapter")
+    parser.add_argument("--base", default="embedded", help="judge base model")
+    parser.add_argument("--adapter", type=Path, default=Path("data/models/judge-smollm2"), help="judge adapter")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--write", type=Path, default=None, help="adapter folder to store the calibration in")
+    args = parser.parse_args(argv)
+    {"retrieve": retrieve, "judge": judge, "report": report}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
