@@ -132,7 +132,7 @@ class EvalSection:
     max_new_tokens: int = 48
     """Reasoning budget of the judge during evaluation."""
     batch_size: int = 8
-    """Examples per forward pass for teacher-forced evaluation."""
+    """Examples decoded together (judge) or per forward pass (teacher_forced)."""
 
 
 @dataclass
@@ -220,7 +220,11 @@ def _type_name(expected) -> str:
 
 
 def _section(name: str, values, where: str):
-    cls = _SECTION_TYPES[name]
+    return section_from_dict(_SECTION_TYPES[name], name, values, where)
+
+
+def section_from_dict(cls, name: str, values, where: str):
+    """One TOML table -> the dataclass `cls`; unknown keys and wrong types are ConfigErrors."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: [{name}] must be a table")
     hints = typing.get_type_hints(cls)
@@ -268,7 +272,15 @@ def _resolve_path(value: str, base: Path) -> str:
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:
-    for section, key in PATH_FIELDS:
+    resolve_path_fields(raw, base, PATH_FIELDS)
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("base"), str):
+        model["base"] = _resolve_base(model["base"], base)
+
+
+def resolve_path_fields(raw: dict, base: Path, fields) -> None:
+    """Make the (section, key) path values in `raw` absolute, relative to `base`."""
+    for section, key in fields:
         table = raw.get(section)
         if isinstance(table, dict) and key in table:
             value = table[key]
@@ -276,9 +288,6 @@ def _resolve_paths(raw: dict, base: Path) -> None:
                 table[key] = _resolve_path(value, base)
             elif isinstance(value, list) and all(isinstance(v, str) for v in value):
                 table[key] = [_resolve_path(v, base) for v in value]
-    model = raw.get("model")
-    if isinstance(model, dict) and isinstance(model.get("base"), str):
-        model["base"] = _resolve_base(model["base"], base)
 
 
 def _resolve_base(value: str, base: Path) -> str:
@@ -314,24 +323,38 @@ def config_from_dict(raw: dict, name: str, where: str, path: Path | None = None)
     return cfg
 
 
-def load_config(path: Path, overrides: list[str] = ()) -> TrainConfig:
-    """Read, resolve and validate a TOML config (no data or model checks: see `check_inputs`)."""
+def read_toml(path: Path) -> dict:
+    """The raw TOML of a config file; ConfigError when it is missing or not TOML."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from None
-    _resolve_paths(raw, path.resolve().parent)
+
+
+def read_raw_config(path: Path, overrides: list[str], resolve_paths) -> dict:
+    """TOML + `--set` overrides, with `resolve_paths(raw, base)` making paths absolute: the file's
+    paths against its folder, the overrides' against the current directory."""
+    path = Path(path)
+    raw = read_toml(path)
+    resolve_paths(raw, path.resolve().parent)
     for text in overrides:
         section, key, value = parse_override(text)
         layer = {section: {key: value}}
-        _resolve_paths(layer, Path.cwd())
+        resolve_paths(layer, Path.cwd())
         raw.setdefault(section, {})
         if not isinstance(raw[section], dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
         raw[section][key] = layer[section][key]
+    return raw
+
+
+def load_config(path: Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read, resolve and validate a TOML config (no data or model checks: see `check_inputs`)."""
+    path = Path(path)
+    raw = read_raw_config(path, overrides, _resolve_paths)
     return config_from_dict(raw, path.stem, str(path), path.resolve())
 
 

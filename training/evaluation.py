@@ -79,9 +79,9 @@ def _judged(example: Example, probabilities: Sequence[float]) -> Judged:
     )
 
 
-def judge_with_reasoner(examples: Sequence[Example], model, tokenizer, judge_format: str,
-                        top_k: int, max_new_tokens: int, backend: str, progress=None) -> list[Judged]:
-    """Judge each example with reasoner.judge.Judge over the in-memory model."""
+def judge_with_reasoner(examples: Sequence[Example], model, tokenizer, judge_format: str, top_k: int,
+                        max_new_tokens: int, backend: str, progress=None, batch_size: int = 8) -> list[Judged]:
+    """Judge each example with reasoner.judge.Judge over the in-memory model, in batches."""
     from reasoner.backends import LoadedModel, ModelInfo
     from reasoner.judge import Judge, JudgeConfig
 
@@ -90,12 +90,14 @@ def judge_with_reasoner(examples: Sequence[Example], model, tokenizer, judge_for
     judge = Judge(LoadedModel(model, tokenizer, info, {"prompt_format": judge_format}),
                   JudgeConfig(prompt_format=judge_format, top_k=top_k, max_new_tokens=max_new_tokens))
     out = []
-    for example in examples:
-        verdict = judge.decide(example.ticket, example.prompt_candidates())
-        picks = [c.judge_probability for c in verdict.candidates]
-        out.append(_judged(example, [max(0.0, 1.0 - sum(picks)), *picks]))
-        if progress:
-            progress()
+    for begin in range(0, len(examples), batch_size):
+        batch = examples[begin : begin + batch_size]
+        verdicts = judge.decide_many([(e.ticket, e.prompt_candidates()) for e in batch], batch_size)
+        for example, verdict in zip(batch, verdicts):
+            picks = [c.judge_probability for c in verdict.candidates]
+            out.append(_judged(example, [max(0.0, 1.0 - sum(picks)), *picks]))
+            if progress:
+                progress()
     return out
 
 

@@ -267,7 +267,8 @@ def _evaluate(cfg, backend, model, tokenizer, examples: Examples, budget: int, l
     bar = tqdm(total=len(chosen), desc=f"judging validation ({cfg.eval.method})")
     if cfg.eval.method == "judge":
         judged = evaluation.judge_with_reasoner(chosen, model, tokenizer, judge_format(cfg.data), cfg.data.top_k,
-                                                min(budget, cfg.eval.max_new_tokens), backend.name, bar.update)
+                                                min(budget, cfg.eval.max_new_tokens), backend.name, bar.update,
+                                                cfg.eval.batch_size)
     else:
         judged = evaluation.judge_teacher_forced(chosen, model, tokenizer, cfg.eval.batch_size, bar.update)
     bar.close()
