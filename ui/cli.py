@@ -11,14 +11,16 @@ import os
 import sys
 from pathlib import Path
 
-from ui.home import MALLOC_ENV, Home, apply_offline_env, missing_malloc_env, resolve_home
+from ui.home import (
+    BASE_EMBEDDER, EMBEDDER_ENV, MALLOC_ENV, EmbedderChoiceError, Home, apply_offline_env, load_embedder,
+    missing_malloc_env, resolve_home,
+)
 
 
-def _store(home: Home):
-    from retriever.embedder import shared_embedder
+def _store(home: Home, check_embedder: bool = True):
     from retriever.store import KnowledgeStore
 
-    return KnowledgeStore(home.root, shared_embedder())
+    return KnowledgeStore(home.root, load_embedder(home), check_embedder=check_embedder)
 
 
 def _retriever(home: Home):
@@ -63,7 +65,8 @@ def cmd_ingest(args) -> int:
 def cmd_docs(args) -> int:
     from dataclasses import asdict
 
-    documents = _store(args.home).documents()
+    store = _store(args.home)
+    documents = store.documents()
     if args.json:
         print(json.dumps([asdict(d) for d in documents], indent=2))
         return 0
@@ -72,6 +75,30 @@ def cmd_docs(args) -> int:
     for d in documents:
         print(f"{d.id}  {d.name}  pages={d.pages} chunks={d.chunks} (faq={d.faq_pairs} "
               f"passages={d.passages} rows={d.rows})  sha256={d.sha256}")
+    print(f"embedder: {store.built_with}")
+    return 0
+
+
+def cmd_reindex(args) -> int:
+    from tqdm import tqdm
+
+    from retriever.reindex import reindex
+
+    # The old vectors are never read, so a store built with another embedder opens for this.
+    store = _store(args.home, check_embedder=False)
+    bars: list[tqdm] = []  # made on the first batch: nothing to show when there is nothing to do
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="re-embedding", unit="chunk", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        result = reindex(store, force=args.force, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(result.message())
     return 0
 
 
@@ -217,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find the FAQ or past resolution that answers a support ticket, or escalate.",
     )
     parser.add_argument("--home", help="state folder (default: $AGENT_HELPER_HOME or ./.agent-helper)")
+    parser.add_argument(
+        "--embedder", metavar="PATH",
+        help=f"search embedder: a LoRA adapter folder, or '{BASE_EMBEDDER}' for the plain packaged "
+             f"all-MiniLM-L6-v2 (default: ${EMBEDDER_ENV}, else the shipped adapter when present, "
+             "else base); the knowledge base must be built with it (see `reindex`)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("ingest", help="add PDF / CSV / JSONL knowledge files (or folders of them)")
@@ -231,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("delete", help="remove a document and all its chunks")
     p.add_argument("doc_id", metavar="DOC_ID")
     p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("reindex", help="re-embed every chunk with the chosen --embedder (the old "
+                       "index keeps serving until the new one is complete)")
+    p.add_argument("--force", action="store_true",
+                   help="re-embed even when the store is already built with this embedder")
+    p.set_defaults(func=cmd_reindex)
 
     p = sub.add_parser("search", help="show the retriever's candidate FAQs for a ticket")
     p.add_argument("text", metavar="TEXT")
@@ -288,8 +327,18 @@ def main(argv: list[str] | None = None) -> int:
         _reexec_with_malloc_env()
     apply_offline_env()
     args = build_parser().parse_args(argv)
-    args.home = resolve_home(args.home)
-    return args.func(args)
+    try:
+        args.home = resolve_home(args.home, args.embedder)
+    except EmbedderChoiceError as error:
+        print(f"agent-helper: {error}", file=sys.stderr)
+        return 2
+    from retriever.store import StoreError
+
+    try:
+        return args.func(args)
+    except StoreError as error:  # wrong embedder, a re-index running: one line, no traceback
+        print(f"agent-helper {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HOME_ENV = "AGENT_HELPER_HOME"
 DEFAULT_HOME = Path(".agent-helper")
+EMBEDDER_ENV = "AGENT_HELPER_EMBEDDER"
+BASE_EMBEDDER = "base"
+"""--embedder value for the plain packaged all-MiniLM-L6-v2, without an adapter."""
 
 # Nothing at run time may reach the network: no hub downloads, no telemetry.
 OFFLINE_ENV = {
@@ -33,9 +36,22 @@ MALLOC_ENV = {
 }
 
 
+class EmbedderChoiceError(ValueError):
+    """--embedder / $AGENT_HELPER_EMBEDDER names no usable adapter folder."""
+
+
+def shipped_embedder_adapter() -> Path | None:
+    from retriever.embedder import default_adapter_path  # lazy: keeps `--help` instant
+
+    return default_adapter_path()
+
+
 @dataclass(frozen=True)
 class Home:
     root: Path
+    embedder_adapter: Path | None = field(default_factory=shipped_embedder_adapter)
+    """The search embedder's LoRA adapter folder; None = the plain packaged all-MiniLM-L6-v2.
+    The knowledge base must have been built (or re-indexed) with the same embedder."""
 
     @property
     def models(self) -> Path:
@@ -51,8 +67,29 @@ class Home:
         return self.root / "mlruns"
 
 
-def resolve_home(arg: str | None) -> Home:
-    return Home(Path(arg or os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser().resolve())
+def resolve_home(arg: str | None, embedder: str | None = None) -> Home:
+    """--home / $AGENT_HELPER_HOME / ./.agent-helper, with the embedder from `resolve_embedder`."""
+    root = Path(arg or os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser().resolve()
+    return Home(root, resolve_embedder(embedder))
+
+
+def resolve_embedder(arg: str | None) -> Path | None:
+    """--embedder / $AGENT_HELPER_EMBEDDER: an adapter folder, or "base" (None); unset = the shipped
+    adapter when there is one, else base. EmbedderChoiceError for a folder that is no adapter."""
+    value = arg or os.environ.get(EMBEDDER_ENV)
+    if not value:
+        return shipped_embedder_adapter()
+    if value == BASE_EMBEDDER:
+        return None
+    folder = Path(value).expanduser().resolve()
+    if not folder.is_dir():
+        raise EmbedderChoiceError(f"embedder {value}: no such folder (expected an adapter folder or "
+                                  f"'{BASE_EMBEDDER}')")
+    if not (folder / "adapter_config.json").is_file():
+        raise EmbedderChoiceError(f"embedder {value}: not an embedder adapter folder (no "
+                                  f"adapter_config.json; expected an adapter folder or "
+                                  f"'{BASE_EMBEDDER}')")
+    return folder
 
 
 def apply_offline_env() -> None:
@@ -62,3 +99,11 @@ def apply_offline_env() -> None:
 
 def missing_malloc_env() -> bool:
     return any(key not in os.environ for key in MALLOC_ENV)
+
+
+def load_embedder(home: Home):
+    """The search embedder `home` names, loaded once per process (retriever.embedder.shared_embedder)."""
+    from retriever.embedder import shared_embedder
+
+    adapter = home.embedder_adapter
+    return shared_embedder(None, str(adapter) if adapter is not None else None)

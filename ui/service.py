@@ -32,9 +32,10 @@ from ingest.pipeline import (
 from reasoner.backends import EMBEDDED, EMBEDDED_MODEL_NAME, ModelConfig, default_adapter_path
 from reasoner.judge import Judge, JudgeConfig, Verdict
 from retriever.candidates import Candidate
+from retriever.reindex import ReindexResult, reindex
 from retriever.store import DocumentRecord, KnowledgeStore
 from ui.feedback import FeedbackRecord, FeedbackStore
-from ui.home import Home
+from ui.home import Home, load_embedder
 
 UPLOADS = "uploads"
 MAX_NAME_CHARS = 120
@@ -65,9 +66,19 @@ _LOADING = threading.Lock()
 """Serialises loads only: reading _JUDGES (status lines) never waits for a load in progress."""
 
 
-def _shared_judge(model_config: ModelConfig, judge_config: JudgeConfig | None, slots: int) -> _SharedJudge:
-    """Load the model once per process: services over different homes share it (tests, too)."""
-    key = (model_config, judge_config)
+def _judge_key(model_config: ModelConfig, judge_config: JudgeConfig | None,
+               escalate_below: float | None) -> tuple:
+    # Without an explicit judge config the judge takes the embedder's floor, so it is part of the key.
+    return (model_config, judge_config, escalate_below if judge_config is None else None)
+
+
+def _shared_judge(model_config: ModelConfig, judge_config: JudgeConfig | None, slots: int,
+                  escalate_below: float | None = None) -> _SharedJudge:
+    """Load the model once per process: services over different homes share it (tests, too).
+
+    `judge_config` None = the adapter's calibrated values with the search embedder's
+    `escalate_below` (nothing close enough: escalate without asking the model)."""
+    key = _judge_key(model_config, judge_config, escalate_below)
     shared = _JUDGES.get(key)
     if shared is not None:
         return shared
@@ -76,13 +87,20 @@ def _shared_judge(model_config: ModelConfig, judge_config: JudgeConfig | None, s
     with _LOADING:  # concurrent first requests wait for one load
         shared = _JUDGES.get(key)
         if shared is None:
-            judge = Judge(load_model(model_config), judge_config)
-            shared = _JUDGES[key] = _SharedJudge(judge, threading.BoundedSemaphore(max(1, slots)))
+            # Another judge config over the same model reuses its weights and generation slots.
+            same_model = next((s for k, s in _JUDGES.items() if k[0] == model_config), None)
+            loaded = same_model.judge.loaded if same_model else load_model(model_config)
+            if judge_config is None:
+                judge_config = JudgeConfig.from_metadata(loaded.adapter_metadata,
+                                                         escalate_below=escalate_below)
+            slots_held = same_model.slots if same_model else threading.BoundedSemaphore(max(1, slots))
+            shared = _JUDGES[key] = _SharedJudge(Judge(loaded, judge_config), slots_held)
         return shared
 
 
-def _loaded_judge(model_config: ModelConfig, judge_config: JudgeConfig | None) -> _SharedJudge | None:
-    return _JUDGES.get((model_config, judge_config))
+def _loaded_judge(model_config: ModelConfig, judge_config: JudgeConfig | None,
+                  escalate_below: float | None = None) -> _SharedJudge | None:
+    return _JUDGES.get(_judge_key(model_config, judge_config, escalate_below))
 
 
 # -- answers ----------------------------------------------------------------------------------------
@@ -150,9 +168,11 @@ class AgentHelper:
         store: KnowledgeStore | None = None,
     ):
         """`model_config` None = `default_model_config(home)`; `judge_config` None = the adapter's
-        calibrated values (JudgeConfig.from_metadata). `log_answers` records every answer in
-        `home.feedback_db` so it can be rated. `store` reuses an open store of the same home."""
-        from retriever.embedder import shared_embedder
+        calibrated values (JudgeConfig.from_metadata) with the search embedder's `escalate_below`.
+        The search embedder is `home.embedder_adapter` (the shipped adapter unless the Home says
+        otherwise); a knowledge base built with another one raises StoreError (`reindex` it).
+        `log_answers` records every answer in `home.feedback_db` so it can be rated. `store`
+        reuses an open store of the same home."""
         from retriever.hybrid import HybridRetriever
 
         self.home = home
@@ -160,7 +180,7 @@ class AgentHelper:
         self.judge_config = judge_config
         self.ingest_options = ingest_options
         self.judge_slots = judge_slots
-        self.store = store if store is not None else KnowledgeStore(home.root, shared_embedder())
+        self.store = store if store is not None else KnowledgeStore(home.root, load_embedder(home))
         self.retriever = HybridRetriever(self.store)
         self.feedback = FeedbackStore(home.feedback_db)
         self.log_answers = log_answers
@@ -170,11 +190,19 @@ class AgentHelper:
     # -- the judge ------------------------------------------------------------------------------------
 
     @property
+    def escalate_below(self) -> float | None:
+        """The search embedder's calibrated similarity floor (None: not calibrated)."""
+        return getattr(self.store.embedder, "escalate_below", None)
+
+    @property
     def model_loaded(self) -> bool:
-        return _loaded_judge(self.model_config, self.judge_config) is not None
+        return self._loaded() is not None
+
+    def _loaded(self) -> _SharedJudge | None:
+        return _loaded_judge(self.model_config, self.judge_config, self.escalate_below)
 
     def _shared(self) -> _SharedJudge:
-        return _shared_judge(self.model_config, self.judge_config, self.judge_slots)
+        return _shared_judge(self.model_config, self.judge_config, self.judge_slots, self.escalate_below)
 
     @property
     def judge(self) -> Judge:
@@ -292,6 +320,13 @@ class AgentHelper:
     def documents(self) -> list[DocumentRecord]:
         return self.store.documents()
 
+    def reindex(self, progress: Callable[[int, int], None] | None = None, *,
+                force: bool = False) -> ReindexResult:
+        """Re-embed every chunk with this service's embedder (retriever.reindex): searches keep
+        being answered from the old collection until the new one is complete and swapped in.
+        Uploads and deletes meanwhile raise StoreError ("a re-index is running")."""
+        return reindex(self.store, force=force, progress=progress)
+
     def delete(self, doc_id: str) -> DocumentRecord:
         """Remove a document, its chunks and its uploaded file; KeyError if there is no such id."""
         with self._write_lock:
@@ -305,7 +340,7 @@ class AgentHelper:
 
     def status(self) -> dict:
         """What the status line shows: model, adapter, backend, documents and chunks."""
-        shared = _loaded_judge(self.model_config, self.judge_config)
+        shared = self._loaded()
         config = self.model_config
         if shared is not None:
             info = shared.judge.loaded.info
@@ -326,13 +361,15 @@ class AgentHelper:
             "model_loaded": shared is not None,
             "documents": len(documents),
             "chunks": self.store.count(),
+            "embedder": self.store.embedder.name,
         }
 
     def status_line(self) -> str:
         s = self.status()
         adapter = f" + adapter {Path(s['adapter']).name}" if s["adapter"] else " (no adapter)"
         backend = f" [{s['backend']}, {s['device']}]" if s["model_loaded"] else " (loads on first question)"
-        return f"Model: {s['model']}{adapter}{backend} · {s['documents']} documents · {s['chunks']} chunks"
+        return (f"Model: {s['model']}{adapter}{backend} · {s['documents']} documents · {s['chunks']} "
+                f"chunks · embedder {s['embedder']}")
 
 
 def _inside(path: Path, root: Path) -> bool:
