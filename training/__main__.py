@@ -1,5 +1,8 @@
 """`python -m training --config training/configs/NAME.toml` (also `agent-helper train --config …`).
 
+A config with an `[embedder]` table fine-tunes the retriever's embedding model (training/embedder/);
+any other config fine-tunes the judge.
+
 Order matters here: the config, data files, base model and tracker are checked first (cheap,
 clear errors), then the backend is chosen, and unsloth, when chosen, is imported before anything
 imports transformers (it patches transformers, peft and trl at import).
@@ -13,12 +16,16 @@ import sys
 from pathlib import Path
 
 from training.config import ConfigError, load_config
+from training.embedder.config import is_embedder_config
 
 DEFAULT_HOME = Path(".agent-helper")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description="Fine-tune the judge (LoRA / QLoRA).")
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Fine-tune the judge (LoRA / QLoRA), or the retriever's embedding model for a config "
+                    "with an [embedder] table.")
     parser.add_argument("--config", type=Path, required=True, help="training/configs/NAME.toml")
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME,
                         help="app home: runs/, mlruns/ and the model cache live here (default ./.agent-helper)")
@@ -33,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = list(args.overrides) + ([f"output.dir={json.dumps(args.out)}"] if args.out else [])
     try:
+        if is_embedder_config(args.config):  # an [embedder] table: the retriever's embedding model
+            from training.embedder.command import run
+
+            return run(args.config, args.home, overrides, args.check)
         cfg = load_config(args.config, overrides)
         from training.trainer import preflight  # no torch/transformers import yet
 

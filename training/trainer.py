@@ -99,7 +99,7 @@ def _setup_datasets(cfg: TrainConfig, examples: Examples, tokenizer, log):
     return to_dataset(train, "data.train"), to_dataset(valid, "data.validation"), train.dropped_long + valid.dropped_long
 
 
-def _metrics_callback(path: Path, started: float):
+def metrics_callback(path: Path, started: float):
     from transformers import TrainerCallback
 
     class _WriteMetrics(TrainerCallback):
@@ -367,7 +367,7 @@ def train(
     tracker.start(cfg.output.run_name or out.name, {"config": cfg.to_dict(), "backend": backend.name})
     try:
         trainer = _setup_trainer(cfg, backend, model, tokenizer, train_ds, eval_ds, out,
-                                 [_metrics_callback(out / METRICS_FILE, started), tracker_callback(tracker), *callbacks],
+                                 [metrics_callback(out / METRICS_FILE, started), tracker_callback(tracker), *callbacks],
                                  sft_overrides)
         trainer.train()
         best = _best_step(trainer.state)

