@@ -102,6 +102,7 @@ def _judged_row(row: dict, verdict) -> dict:
         "labels": [c["label"] for c in row["candidates"]],
         "scores": [c["score"] for c in row["candidates"]],
         "judge": [max(0.0, 1.0 - sum(picks)), *picks],
+        "readings": verdict.readings,
         "reasoning": verdict.reasoning,
     }
 
@@ -109,15 +110,16 @@ def _judged_row(row: dict, verdict) -> dict:
 # --- report -----------------------------------------------------------------------------------
 
 
-def as_judged(row: dict):
+def as_judged(row: dict, reading: str = "answer"):
     from training.evaluation import Judged
 
     labels = row["labels"]
+    judge = row.get("readings", {}).get(reading, row["judge"])
     if row["label"] is None:
         gold = 0
     else:  # an in-scope ticket whose label was not retrieved can never be right (-1)
         gold = labels.index(row["label"]) + 1 if row["label"] in labels else -1
-    return Judged(judge=tuple(row["judge"]), similarities=tuple(row["scores"]), gold=gold, labels=tuple(labels))
+    return Judged(judge=tuple(judge), similarities=tuple(row["scores"]), gold=gold, labels=tuple(labels))
 
 
 def set_metrics(rows: list[dict], choices: list[int]) -> dict:
@@ -145,7 +147,7 @@ def report(args) -> None:
 
     rows = [json.loads(line) for line in (args.work / "judged.jsonl").open(encoding="utf-8")]
     random.Random(args.seed).shuffle(rows)  # halves mix the sets evenly
-    judged = [as_judged(r) for r in rows]
+    judged = [as_judged(r, args.reading) for r in rows]
     variants = {
         "retriever top-1": [1 if r["labels"] else 0 for r in rows],
         "retriever calibrated": cross_fitted_choices(judged, (0.0,)),
@@ -156,11 +158,11 @@ def report(args) -> None:
     for name in sorted({r["set"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["set"] == name]
         table[name] = {v: set_metrics([rows[i] for i in idx], [c[i] for i in idx]) for v, c in variants.items()}
-    calibration, _ = calibrate(judged, WEIGHTS)
-    print(json.dumps({"sets": table, "calibration_all": asdict(calibration)}, indent=1))
+    calibration = {**asdict(calibrate(judged, WEIGHTS)[0]), "judge_reading": args.reading}
+    print(json.dumps({"sets": table, "calibration_all": calibration}, indent=1))
     _print_table(table)
     if args.write:
-        _write_calibration(args.write, asdict(calibration), table)
+        _write_calibration(args.write, calibration, table)
 
 
 def _print_table(table: dict) -> None:
@@ -197,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--reading", choices=("answer", "commit"), default="answer",
+                        help="which judge distribution to calibrate (reasoner.judge.JudgeConfig.judge_reading)")
     parser.add_argument("--write", type=Path, default=None, help="adapter folder to store the calibration in")
     args = parser.parse_args(argv)
     {"retrieve": retrieve, "judge": judge, "report": report}[args.stage](args)

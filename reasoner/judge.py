@@ -9,8 +9,13 @@ How a verdict is reached:
 1. Listwise (default): one prompt holds the top_k candidates. Greedy decoding with a KV cache, token by
    token, until the model has written "Answer: " (if it has not within max_new_tokens, or ends its turn
    first, "\\nAnswer: " is fed to it). The next-token distribution restricted to the choice tokens
-   "0".."k" is the judge's probability for each choice (0 = none of these). Confidence comes from these
-   probabilities, never from parsing words.
+   "0".."k" is the judge's "answer" reading of each choice (0 = none of these). Confidence comes from
+   these probabilities, never from parsing words.
+   The answer follows the reasoning almost deterministically (P ~ 0.9999), so it carries little doubt.
+   The "commit" reading is taken where the reasoning commits instead: at the first "[" (a candidate
+   cited) or "Closest" (none fits) the model writes, P(none) = P("Closest") / (P("Closest") + P("[")),
+   and the rest is split by the digit distribution right after that "[" (or, on the "Closest" path,
+   by the answer reading). `judge_reading` picks which one is combined with the retriever.
    Pairwise: one prompt per candidate, all in one left-padded batch, decoded the same way up to
    "Verdict:"; p_i = P(" same") restricted to {same, different}. Assuming at most one candidate is the
    match (the retriever gives one candidate per resolution), P(none) ∝ prod_j (1 - p_j) and
@@ -34,11 +39,13 @@ from typing import Generator, Iterator, Mapping, Sequence
 from reasoner.backends import EMBEDDED, LoadedModel
 from reasoner.prompt import (
     ANSWER_PREFIX,
+    CANDIDATE_REF,
     CHOICE_LEAD,
     FORMATS,
     LISTWISE,
     MAX_CHOICES,
     MAX_TICKET_CHARS,
+    NONE_LEAD,
     PAIRWISE,
     REASONING_PREFIX,
     VERDICT_LEAD,
@@ -54,6 +61,7 @@ from reasoner.prompt import (
 from retriever.candidates import Candidate
 
 NO_CANDIDATES_REASONING = "no knowledge-base entries to compare"
+READINGS = ("answer", "commit")
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,9 @@ class JudgeConfig:
     """T of the retriever softmax over cosine similarities."""
     retriever_none_similarity: float = 0.45
     """Cosine similarity at which the retriever rates "none" and a candidate as equally likely."""
+    judge_reading: str = "answer"
+    """Listwise: which judge distribution is combined, "answer" (the answer token) or "commit" (where
+    the reasoning commits to a candidate or to none; keeps the model's doubt)."""
     escalate_below: float | None = None
     """Escalate without running the model when the best candidate's similarity is below this (the
     embedder's calibrated threshold, from its embedder.json); None = always ask the model."""
@@ -81,6 +92,8 @@ class JudgeConfig:
             raise ValueError(f"prompt_format must be one of {FORMATS}, not {self.prompt_format!r}")
         if not 1 <= self.top_k <= MAX_CHOICES:
             raise ValueError(f"top_k must be 1..{MAX_CHOICES}, not {self.top_k}")
+        if self.judge_reading not in READINGS:
+            raise ValueError(f"judge_reading must be one of {READINGS}, not {self.judge_reading!r}")
         if self.max_new_tokens < 0:
             raise ValueError("max_new_tokens must be >= 0")
         if not 0.0 <= self.judge_weight <= 1.0:
@@ -143,6 +156,8 @@ class Verdict:
     """Combined probability that no candidate answers the ticket."""
     raw_output: str = ""
     """What the model wrote (listwise) or wrote for the best candidate (pairwise), for logs."""
+    readings: dict[str, list[float]] = field(default_factory=dict)
+    """Listwise: each judge reading ("answer", "commit") as [P(none), P(1), …], for calibration."""
 
     def to_json_dict(self) -> dict:
         """The `ask --json` object of DESIGN.md (plus notes, model, none_probability)."""
@@ -279,6 +294,11 @@ class _Row:
     forced: bool = False
     probabilities: list[float] = field(default_factory=list)
     option_mass: float = 0.0
+    commit: tuple[float, float] | None = None
+    """(P(none lead), P(candidate reference)) at the first of them the model wrote."""
+    cited: list[float] | None = None
+    """Digit distribution after that candidate reference."""
+    awaiting_digit: bool = False
 
 
 def reasoning_display(text: str) -> str:
@@ -321,6 +341,8 @@ class Judge:
         self._stop_ids = set(end_of_turn_token_ids(tok))
         self._choice_ids = choice_token_ids(tok, MAX_CHOICES)
         self._verdict_ids = verdict_token_ids(tok)
+        none_lead, cite = (tok.encode(" " + text, add_special_tokens=False)[0] for text in (NONE_LEAD, CANDIDATE_REF))
+        self._commit_ids = (none_lead, cite)
         self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else min(self._stop_ids)
         self._forced_tail = {
             lead: (tok.encode(lead.marker + lead.gap, add_special_tokens=False),
@@ -388,12 +410,12 @@ class Judge:
         if pending:
             prompts = [self._encode_prompt(listwise_user_message(ticket, prepared[i][0])) for i, ticket in pending]
             width = max(len(prepared[i][0]) for i, _ in pending)
-            rows = _drain(self._decode(prompts, LISTWISE_LEAD, self._choice_ids[: width + 1], stream_row=None))
+            rows = _drain(self._decode(prompts, LISTWISE_LEAD, self._choice_ids[: width + 1], stream_row=None,
+                                       read_commit=True))
             for (i, _), row in zip(pending, rows):
                 shown, notes, _ = prepared[i]
-                probabilities = _renormalised(row.probabilities[: len(shown) + 1])
                 self._note_forced(row, notes)
-                verdicts[i] = self._verdict(shown, probabilities, row.text,
+                verdicts[i] = self._verdict(shown, self._readings(row, len(shown)), row.text,
                                             final_reasoning(row.text, LISTWISE_LEAD), notes, started)
         return [v for v in verdicts if v is not None]
 
@@ -421,8 +443,11 @@ class Judge:
             return shown, notes, self._early_escalation(shown, notes, started)
         return shown, notes, None
 
-    def _verdict(self, shown, judge_probs, raw: str, reasoning: str, notes: list[str], started: float) -> Verdict:
+    def _verdict(self, shown, judged, raw: str, reasoning: str, notes: list[str], started: float) -> Verdict:
+        """`judged`: the pairwise distribution, or the listwise readings (the configured one is combined)."""
         c = self.config
+        readings = judged if isinstance(judged, dict) else {}
+        judge_probs = readings[c.judge_reading] if readings else judged
         result = combine(
             judge_probs,
             [x.score for x in shown],
@@ -447,6 +472,7 @@ class Judge:
             model=self.model_name,
             none_probability=result.combined[0],
             raw_output=raw,
+            readings=readings,
         )
 
     def _nothing_close(self, shown: Sequence[Candidate]) -> bool:
@@ -478,10 +504,16 @@ class Judge:
     def _listwise(self, ticket, shown, notes) -> Generator[str, None, tuple[list[float], str, str]]:
         prompt = self._encode_prompt(listwise_user_message(ticket, shown))
         option_ids = self._choice_ids[: len(shown) + 1]
-        rows = yield from self._decode([prompt], LISTWISE_LEAD, option_ids, stream_row=0)
+        rows = yield from self._decode([prompt], LISTWISE_LEAD, option_ids, stream_row=0, read_commit=True)
         row = rows[0]
         self._note_forced(row, notes)
-        return row.probabilities, row.text, final_reasoning(row.text, LISTWISE_LEAD)
+        return self._readings(row, len(shown)), row.text, final_reasoning(row.text, LISTWISE_LEAD)
+
+    def _readings(self, row: "_Row", n_shown: int) -> dict[str, list[float]]:
+        answer = _renormalised(row.probabilities[: n_shown + 1])
+        if row.cited is not None:
+            row.cited = row.cited[:n_shown]
+        return {"answer": answer, "commit": commit_reading(row, answer)}
 
     def _note_forced(self, row: "_Row", notes: list[str]) -> None:
         if row.forced:
@@ -505,6 +537,22 @@ class Judge:
 
     # -- the decoding loop -----------------------------------------------------------------------------
 
+    def _read_commit(self, row: _Row, logits) -> None:
+        """Before a row's next token: the digit distribution after its first cited "[", and the odds
+        of "Closest" against "[" at the first of them it writes."""
+        import torch
+
+        if row.awaiting_digit:
+            row.cited = torch.softmax(logits, dim=-1)[self._choice_ids[1:]].tolist()
+            row.awaiting_digit = False
+        if row.commit is None:
+            token = int(logits.argmax())
+            if token in self._commit_ids:
+                probs = torch.softmax(logits, dim=-1)
+                none_lead, cite = self._commit_ids
+                row.commit = (float(probs[none_lead]), float(probs[cite]))
+                row.awaiting_digit = token == cite
+
     def _forward(self, input_ids, attention_mask, position_ids, cache):
         import torch
 
@@ -520,10 +568,12 @@ class Judge:
         return out.logits[:, -1, :].float(), out.past_key_values
 
     def _decode(
-        self, prompts: list[list[int]], lead: _Lead, option_ids: list[int], stream_row: int | None
+        self, prompts: list[list[int]], lead: _Lead, option_ids: list[int], stream_row: int | None,
+        read_commit: bool = False,
     ) -> Generator[str, None, list[_Row]]:
         """Greedy, batched, KV-cached decoding of each prompt until its lead is written (or forced);
-        then reads each row's distribution over option_ids. Yields text deltas of `stream_row`."""
+        then reads each row's distribution over option_ids. Yields text deltas of `stream_row`.
+        `read_commit` also records where listwise reasoning commits (see `commit_reading`)."""
         import torch
 
         device = self.device
@@ -554,6 +604,8 @@ class Judge:
                     ] * len(option_ids)
                     row.state = _DONE
                 if row.state == _GEN:
+                    if read_commit:
+                        self._read_commit(row, logits[r])
                     token = int(logits[r].argmax())
                     if token in self._stop_ids or len(row.generated) >= self.config.max_new_tokens:
                         row.forced = True
@@ -595,6 +647,17 @@ class Judge:
             next_position = next_position + flags.squeeze(1).cpu()
             logits, cache = self._forward(step, mask, positions, cache)
         return rows
+
+
+def commit_reading(row: _Row, answer: Sequence[float]) -> list[float]:
+    """[P(none), P(1..k)] where the reasoning committed; the answer reading when it never did."""
+    if row.commit is None:
+        return list(answer)
+    none, cite = row.commit
+    p_none = none / (none + cite) if none + cite > 0 else answer[0]
+    split = row.cited if row.cited and sum(row.cited) > 0 else list(answer[1:])
+    total = sum(split) or 1.0
+    return [p_none] + [(1 - p_none) * x / total for x in split]
 
 
 def _drain(generator: Generator[str, None, list]) -> list:

@@ -53,6 +53,11 @@ NONE_CHOICE = 0
 # What precedes the option token. The choice digit follows "Answer: " (both tokenizers split the
 # space off digits, so " 1" is two tokens); the verdict word carries its own leading space.
 CHOICE_LEAD = ANSWER_PREFIX + " "
+# How listwise reasoning commits, after naming what the ticket asks: "[N] …" cites the candidate it
+# picks, "Closest [1] … None fits." rejects them all (training/rationale.py writes it so). The
+# judge reads its decision where the model writes one of these (see reasoner/judge.py).
+CANDIDATE_REF = "["
+NONE_LEAD = "Closest"
 VERDICT_LEAD = VERDICT_PREFIX
 # Choices are single digits: one token in every Llama-family tokenizer (SmolLM2 splits "10").
 MAX_CHOICES = 9

@@ -319,8 +319,21 @@ def test_decide_many_gives_the_verdicts_of_decide(embedded):
     assert len(batched) == 3 and batched[2].reasoning == NO_CANDIDATES_REASONING
     for one, many in zip(single, batched):
         assert many.escalate == one.escalate and many.reasoning == one.reasoning
+        if many.readings:
+            assert set(many.readings) == {"answer", "commit"}
+            assert all(sum(r) == pytest.approx(1.0, abs=1e-3) for r in many.readings.values())
         assert [c.judge_probability for c in many.candidates] == pytest.approx(
             [c.judge_probability for c in one.candidates], abs=2e-3)
+
+
+def test_commit_reading_keeps_the_doubt_where_the_reasoning_commits():
+    from reasoner.judge import _Row, commit_reading
+
+    cited = _Row([1], commit=(0.2, 0.6), cited=[0.5, 0.25, 0.25])  # wrote "[" then read digits
+    assert commit_reading(cited, [0.0, 1.0, 0.0, 0.0]) == pytest.approx([0.25, 0.375, 0.1875, 0.1875])
+    closest = _Row([1], commit=(0.3, 0.1))  # wrote "Closest": candidates split as the answer says
+    assert commit_reading(closest, [0.9, 0.06, 0.04]) == pytest.approx([0.75, 0.15, 0.1])
+    assert commit_reading(_Row([1]), [0.9, 0.1]) == [0.9, 0.1]  # never committed: the answer reading
 
 
 def test_nothing_close_escalates_without_the_model(embedded):

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
+from reasoner.prompt import CANDIDATE_REF, NONE_LEAD
+
 # Small English stop list: function words plus customer-service filler that never decides a match.
 STOP_WORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before being
@@ -189,10 +191,10 @@ def listwise(ticket: str, candidates: Sequence[tuple[str, str]], choice: int) ->
     if choice:
         q, a = candidates[choice - 1]
         name = topic(q, a, [t, *sides])
-        parts.append(f"[{choice}] {name}: {_coverage(t, sides[choice - 1], keys)}.")
+        parts.append(f"{CANDIDATE_REF}{choice}] {name}: {_coverage(t, sides[choice - 1], keys)}.")
     if choice != 1 and candidates:
         q, a = candidates[0]
-        lead = "Closest [1]" if choice == 0 else "[1]"
+        lead = f"{NONE_LEAD} {CANDIDATE_REF}1]" if choice == 0 else f"{CANDIDATE_REF}1]"
         chosen = sides[choice - 1] if choice else None
         parts.append(f"{lead} {topic(q, a, [t, *sides])}: {_why_not(t, sides[0], keys, chosen)}.")
     if choice == 0:
