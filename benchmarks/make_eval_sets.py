@@ -9,6 +9,12 @@ Split rules (deterministic, the same everywhere in this repo):
 - Banking77: a ticket is held out when sha1(text) % 10 == 0 (~10%); the rest is the knowledge base.
 - CLINC150: its own `val` + `oos_val` are held out; `train` is the knowledge base (oos_train is
   not knowledge: nothing in the knowledge base answers it).
+- HINT3 (SOF Mattress, Curekart, Powerplay11 train files; their test files stay held out and are
+  never rebuilt): one `hint3` set, labels prefixed by company ("sofmattress:EMI") so the three
+  companies' intents stay apart in one knowledge base; a ticket is held out by the Banking77 rule
+  (sha1(text) % 10 == 0). The train files have no out-of-scope rows, so neither has the set.
+  HINT3 is kept out of the embedder's training: it measures whether a tuned embedder
+  generalises to companies it never saw.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ def held_out(text: str, modulus: int = 10) -> bool:
 
 
 def humanise(label: str) -> str:
-    return label.replace("_", " ").strip().capitalize()
+    """"card_arrival" -> "Card arrival"; a company prefix ("curekart:ORDER_STATUS") is not shown."""
+    return label.split(":")[-1].replace("_", " ").strip().capitalize()
 
 
 def _write(out: Path, name: str, knowledge: list[tuple[str, str]], val: list[tuple[str, str | None]]):
@@ -53,6 +60,18 @@ def clinc150(datasets: Path, out: Path) -> None:
     _write(out, "clinc150", [(t, l) for t, l in data["train"]], val)
 
 
+HINT3_COMPANIES = ("sofmattress", "curekart", "powerplay11")
+
+
+def hint3(datasets: Path, out: Path) -> None:
+    rows = []
+    for company in HINT3_COMPANIES:
+        with (datasets / "hint3" / f"{company}_train.csv").open(encoding="utf-8", newline="") as handle:
+            rows += [(r["sentence"].strip(), f"{company}:{r['label'].strip()}") for r in csv.DictReader(handle)
+                     if r["sentence"].strip() and r["label"].strip()]
+    _write(out, "hint3", [r for r in rows if not held_out(r[0])], [r for r in rows if held_out(r[0])])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
@@ -60,6 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     banking77(args.datasets, args.out)
     clinc150(args.datasets, args.out)
+    hint3(args.datasets, args.out)
 
 
 if __name__ == "__main__":
