@@ -47,12 +47,12 @@ class NoSharedLabelBatchSampler(NoDuplicatesBatchSampler):
     of an epoch can be small when a few labels dominate."""
 
     def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None,
-                 generator=None, seed: int = 0, *, triplets: Sequence[Triplet]):
-        if len(triplets) != len(dataset):
-            raise ValueError(f"{len(triplets)} triplets for a dataset of {len(dataset)} rows")
+                 generator=None, seed: int = 0, *, triplets: dict[tuple[str, str], Triplet]):
         super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
                          valid_label_columns=valid_label_columns, generator=generator, seed=seed)
-        self.values = [row_values(t) for t in triplets]
+        # rows are found by their texts: the trainer hands over each knowledge base's dataset
+        # (possibly with columns added), not the list the triplets came in
+        self.values = [row_values(triplets[pair]) for pair in zip(dataset["anchor"], dataset["positive"])]
         self._length: int | None = None
 
     def _iter_one_pass(self, get_sample_values, has_overlap):
@@ -72,5 +72,5 @@ class NoSharedLabelBatchSampler(NoDuplicatesBatchSampler):
 
 def no_shared_label_sampler(triplets: Sequence[Triplet]):
     """What SentenceTransformerTrainingArguments(batch_sampler=…) takes: a callable building the
-    sampler for the (row-aligned) training dataset."""
-    return partial(NoSharedLabelBatchSampler, triplets=triplets)
+    sampler for a training dataset whose rows are (some of) these triplets."""
+    return partial(NoSharedLabelBatchSampler, triplets={(t.anchor, t.positive): t for t in triplets})

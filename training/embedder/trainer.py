@@ -8,8 +8,8 @@ Steps (each a small function):
 2. the base model embeds the knowledge side and validation: metrics *before*, and the hard
    negatives of the triplets (pairs.py);
 3. LoRA on BERT's query/key/value/dense (`SentenceTransformer.add_adapter`), trained by
-   sentence-transformers' own trainer with MultipleNegativesRankingLoss and batches in which no
-   in-batch negative shares the anchor's label (sampler.py);
+   sentence-transformers' own trainer with MultipleNegativesRankingLoss, each batch drawn from one
+   knowledge base, with no in-batch negative that shares the anchor's label (sampler.py);
 4. metrics *after* and a calibrated `escalate_below`; the run folder gets the adapter
    (adapter_config.json, adapter_model.safetensors), embedder.json (what the product's Embedder
    reads, with the provenance) and metrics.jsonl; reloading it through
@@ -142,17 +142,27 @@ def _add_lora(cfg: EmbedderConfig, model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _dataset(pairs: Pairs):
-    from datasets import Dataset
+def _datasets(pairs: Pairs):
+    """One dataset per knowledge base: sentence-transformers then draws each batch from a single
+    one (multi-dataset training), so the in-batch negatives are as close to the anchor's domain as
+    the product's own knowledge base, not easy rows of another company's."""
+    from datasets import Dataset, DatasetDict
 
-    columns = {"anchor": [t.anchor for t in pairs.triplets], "positive": [t.positive for t in pairs.triplets]}
-    if all(t.negative is not None for t in pairs.triplets):
-        columns["negative"] = [t.negative for t in pairs.triplets]
-    return Dataset.from_dict(columns)
+    by_group: dict[str, list] = {}
+    for triplet in pairs.triplets:
+        by_group.setdefault(triplet.label[0], []).append(triplet)
+    datasets = {}
+    for group, triplets in by_group.items():
+        columns = {"anchor": [t.anchor for t in triplets], "positive": [t.positive for t in triplets]}
+        if all(t.negative is not None for t in triplets):
+            columns["negative"] = [t.negative for t in triplets]
+        datasets[group] = Dataset.from_dict(columns)
+    return DatasetDict(datasets)
 
 
 def _setup_trainer(cfg: EmbedderConfig, model, pairs: Pairs, validation: ValidationSet, out: Path, callbacks):
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from training.embedder.sampler import no_shared_label_sampler
@@ -179,11 +189,13 @@ def _setup_trainer(cfg: EmbedderConfig, model, pairs: Pairs, validation: Validat
         dataloader_pin_memory=device() == "cuda",
         disable_tqdm=False,
         batch_sampler=no_shared_label_sampler(pairs.triplets),
+        # batches from every knowledge base, in proportion to its triplets, in random order
+        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
     )
     return SentenceTransformerTrainer(
         model=model,
         args=args,
-        train_dataset=_dataset(pairs),
+        train_dataset=_datasets(pairs),
         loss=MultipleNegativesRankingLoss(model, scale=t.scale),
         evaluator=label_retrieval_evaluator(validation) if t.eval_steps else None,
         callbacks=list(callbacks),
