@@ -26,7 +26,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# reindex first: a home built with an earlier default embedder is re-embedded (a no-op otherwise).
 run: install
+	$(VENV)/bin/agent-helper --home $(HOME_DIR) reindex
 	$(VENV)/bin/agent-helper --home $(HOME_DIR) ingest data/samples
 	$(VENV)/bin/agent-helper --home $(HOME_DIR) serve --host $(HOST) --port $(PORT)
 

@@ -154,6 +154,10 @@ def report(args) -> None:
         "judge alone": argmax_predictions(judged),
         "pipeline calibrated": cross_fitted_choices(judged, WEIGHTS),
     }
+    if args.floor is not None:  # what the service does first: nothing close -> escalate, model not asked
+        far = [max(r["scores"], default=0.0) < args.floor for r in rows]
+        variants = {v: [0 if f and v != "retriever top-1" else c for c, f in zip(cs, far)] for v, cs in variants.items()}
+        print(f"floor {args.floor}: {sum(far)} of {len(rows)} tickets escalate before the judge")
     table = {}
     for name in sorted({r["set"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["set"] == name]
@@ -201,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--reading", choices=("answer", "commit"), default="answer",
                         help="which judge distribution to calibrate (reasoner.judge.JudgeConfig.judge_reading)")
+    parser.add_argument("--floor", type=float, default=None,
+                        help="the embedder's escalate_below: tickets whose best similarity is below it escalate")
     parser.add_argument("--write", type=Path, default=None, help="adapter folder to store the calibration in")
     args = parser.parse_args(argv)
     {"retrieve": retrieve, "judge": judge, "report": report}[args.stage](args)
