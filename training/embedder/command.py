@@ -29,7 +29,8 @@ def report(run: EmbedderRun) -> None:
           f"on average (batch_size {meta['batch_size']}), {meta['s_per_step']} s/step, "
           f"training {meta['train_time_s']} s, wall time {meta['wall_time_s']} s")
     print(f"{'validation':24s} {'before':>8s} {'after':>8s}")
-    for key in ("top1", "recall_at_5", "escalate_below", "accuracy", "oos_recall"):
+    for key in ("top1", "recall_at_5", "retrieval_threshold", "accuracy", "oos_recall", "escalate_below",
+                "floor_oos_recall", "floor_right_answers_lost"):
         if before.get(key) is not None and after.get(key) is not None:
             print(f"{key:24s} {before[key]:8.3f} {after[key]:8.3f}")
     print("the product embeds with this adapter once it is in data/models/embedder-minilm/; knowledge bases "

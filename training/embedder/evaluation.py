@@ -2,10 +2,14 @@
 
 Each validation ticket is matched against the knowledge side of its own knowledge base by cosine
 similarity: the label of the nearest row is the answer (top-1), the first five distinct labels are
-the candidates (label recall@5), and when the best similarity is under `escalate_below` the product
-escalates. `escalate_below` is calibrated here: the threshold that maximises accuracy over all
-validation tickets, where an in-scope ticket is right when its top-1 label is right and not
-escalated, and an out-of-scope ticket is right when escalated.
+the candidates (label recall@5). Two thresholds on the best similarity are calibrated here:
+- `retrieval_threshold`: the one that maximises the accuracy of retrieval alone over all validation
+  tickets (an in-scope ticket is right when its top-1 label is right and not escalated, an
+  out-of-scope ticket when escalated): what the retriever would decide without a judge;
+- `escalate_below`: the floor under which the product escalates without asking the judge. The judge
+  is better at telling "close but wrong" apart than a threshold, so the floor only takes what is
+  clearly far: the retrieval threshold, lowered until at most FLOOR_LOSS of the in-scope tickets
+  that retrieval gets right fall under it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from training.embedder.data import LabelledText
 TOP_K = 5
 POOL = 64  # rows looked at per ticket to find 5 distinct labels (labels repeat among neighbours)
 THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.005), 3)
+FLOOR_LOSS = 0.01
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,8 @@ def rank(tickets: np.ndarray, knowledge: np.ndarray, keys: list) -> list[Ranked]
 
 
 def calibrate(best: np.ndarray, out_of_scope: np.ndarray, right: np.ndarray) -> dict:
-    """The escalate_below threshold with the best accuracy (ties: the lowest, escalating least)."""
+    """The retrieval threshold with the best accuracy (ties: the lowest, escalating least), and
+    the escalate_below floor under it (see the module doc)."""
     best_result = None
     for threshold in THRESHOLDS:
         escalate = best < threshold
@@ -57,7 +63,18 @@ def calibrate(best: np.ndarray, out_of_scope: np.ndarray, right: np.ndarray) -> 
             best_result = {"escalate_below": float(threshold), "accuracy": accuracy,
                            "in_scope_accuracy": float(correct[~out_of_scope].mean()) if (~out_of_scope).any() else None,
                            "oos_recall": float(escalate[out_of_scope].mean()) if out_of_scope.any() else None}
+    best_result["retrieval_threshold"] = best_result["escalate_below"]
+    best_result.update(_floor(best, out_of_scope, right, best_result["retrieval_threshold"]))
     return best_result
+
+
+def _floor(best: np.ndarray, out_of_scope: np.ndarray, right: np.ndarray, ceiling: float) -> dict:
+    """The highest threshold <= ceiling that escalates at most FLOOR_LOSS of the right answers."""
+    kept = best[~out_of_scope & right]
+    floor = min(ceiling, float(np.floor(np.quantile(kept, FLOOR_LOSS) * 200) / 200)) if len(kept) else ceiling
+    return {"escalate_below": floor,
+            "floor_oos_recall": float((best[out_of_scope] < floor).mean()) if out_of_scope.any() else None,
+            "floor_right_answers_lost": float((kept < floor).mean()) if len(kept) else None}
 
 
 @dataclass
@@ -71,8 +88,9 @@ class ValidationSet:
         return [r.text for r in self.knowledge], [r.text for r in self.tickets]
 
     def metrics(self, knowledge_vectors: np.ndarray, ticket_vectors: np.ndarray) -> dict:
-        """top1, recall@5 (in-scope tickets), calibrated escalate_below with accuracy and
-        out-of-scope recall at it; per knowledge base too."""
+        """top1, recall@5 (in-scope tickets), the calibrated retrieval threshold with accuracy
+        and out-of-scope recall at it, and the escalate_below floor; top1 and recall@5 per
+        knowledge base too."""
         ranked = [None] * len(self.tickets)
         for group, (k_index, t_index) in self._groups().items():
             found = rank(ticket_vectors[t_index], knowledge_vectors[k_index], [self.knowledge[i].key for i in k_index])
@@ -112,11 +130,18 @@ def encode(model, texts: list[str], batch_size: int = 64, progress: bool = False
                         show_progress_bar=progress).astype(np.float32)
 
 
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def summary(metrics: dict) -> str:
-    parts = [f"top-1 {metrics['top1']:.3f}", f"recall@5 {metrics['recall_at_5']:.3f}"]
+    parts = [f"top-1 {_number(metrics['top1'])}", f"recall@5 {_number(metrics['recall_at_5'])}"]
     if metrics.get("escalate_below") is not None:
-        parts += [f"escalate_below {metrics['escalate_below']:.3f}", f"accuracy {metrics['accuracy']:.3f}",
-                  f"out-of-scope recall {metrics['oos_recall']:.3f}"]
+        parts += [f"retrieval threshold {_number(metrics['retrieval_threshold'])} (accuracy "
+                  f"{_number(metrics['accuracy'])}, out-of-scope recall {_number(metrics['oos_recall'])})",
+                  f"escalate_below {_number(metrics['escalate_below'])} (out-of-scope recall "
+                  f"{_number(metrics['floor_oos_recall'])}, right answers lost "
+                  f"{_number(metrics['floor_right_answers_lost'])})"]
     return ", ".join(parts)
 
 
