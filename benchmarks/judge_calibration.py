@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_SETS = ("banking77", "clinc150")
+EMBEDDER_FILE = "embedder.json"  # which embedder found the candidates: calibrations are per embedder
 
 
 # --- retrieve ---------------------------------------------------------------------------------
@@ -53,6 +54,7 @@ def retrieve(args) -> None:
 
     embedder = shared_embedder(None, str(args.embedder_adapter) if args.embedder_adapter else None)
     args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / EMBEDDER_FILE).write_text(json.dumps({"name": embedder.name, "hash": embedder.hash}) + "\n")
     with (args.work / "candidates.jsonl").open("w", encoding="utf-8") as out:
         for name in args.sets:
             store = KnowledgeStore(args.work / f"home-{name}-{embedder.hash}", embedder)
@@ -166,7 +168,8 @@ def report(args) -> None:
     print(json.dumps({"sets": table, "calibration_all": calibration}, indent=1))
     _print_table(table)
     if args.write:
-        _write_calibration(args.write, calibration, table)
+        embedder = json.loads((args.work / EMBEDDER_FILE).read_text())
+        _write_calibration(args.write, calibration, table, embedder, args.default)
 
 
 def _print_table(table: dict) -> None:
@@ -177,13 +180,17 @@ def _print_table(table: dict) -> None:
             print(f"{name:10s} {variant:22s} {m['accuracy']:7.4f} {m['in_scope_accuracy']:9.4f} {oos:>8s} {m['n']:5d}")
 
 
-def _write_calibration(adapter: Path, calibration: dict, table: dict) -> None:
+def _write_calibration(adapter: Path, calibration: dict, table: dict, embedder: dict, default: bool) -> None:
+    """Under `calibrations[<embedder hash>]` (what the judge uses beside that embedder); with
+    `default`, also the top-level values used beside any other embedder."""
     file = adapter / "agent_helper.json"
     meta = json.loads(file.read_text(encoding="utf-8"))
-    meta.update(calibration)
-    meta["calibration"] = calibration
-    meta["calibrated"] = True
-    meta.setdefault("metrics", {})["pipeline_vs_retriever"] = table
+    meta.setdefault("calibrations", {})[embedder["hash"]] = {
+        **calibration, "embedder": embedder["name"], "pipeline_vs_retriever": table}
+    if default:
+        meta.update(calibration)
+        meta["calibration"] = calibration
+        meta["calibrated"] = True
     file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"calibration written to {file}")
 
@@ -207,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="which judge distribution to calibrate (reasoner.judge.JudgeConfig.judge_reading)")
     parser.add_argument("--floor", type=float, default=None,
                         help="the embedder's escalate_below: tickets whose best similarity is below it escalate")
+    parser.add_argument("--default", action="store_true",
+                        help="with --write: also make it the adapter's default calibration")
     parser.add_argument("--write", type=Path, default=None, help="adapter folder to store the calibration in")
     args = parser.parse_args(argv)
     {"retrieve": retrieve, "judge": judge, "report": report}[args.stage](args)

@@ -104,13 +104,16 @@ class JudgeConfig:
             raise ValueError("retriever_temperature must be > 0")
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping | None, **overrides) -> "JudgeConfig":
+    def from_metadata(cls, metadata: Mapping | None, embedder_hash: str | None = None, **overrides) -> "JudgeConfig":
         """Defaults, then the adapter's calibrated values (top-level keys or a "calibration" object
-        named like these fields), then explicit overrides."""
+        named like these fields), then the calibration made with the embedder whose hash is given
+        (`calibrations[embedder_hash]`: the mix depends on that embedder's similarities), then
+        explicit overrides."""
         names = {f.name for f in fields(cls)}
         values: dict = {}
         metadata = metadata or {}
-        for source in (metadata, metadata.get("calibration") or {}):
+        per_embedder = (metadata.get("calibrations") or {}).get(embedder_hash) if embedder_hash else None
+        for source in (metadata, metadata.get("calibration") or {}, per_embedder or {}):
             if isinstance(source, Mapping):
                 values.update({k: v for k, v in source.items() if k in names and v is not None})
         values.update({k: v for k, v in overrides.items() if v is not None})

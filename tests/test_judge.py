@@ -98,6 +98,12 @@ def test_judge_config_from_metadata_and_validation():
     assert (c.prompt_format, c.threshold, c.judge_weight, c.top_k) == ("pairwise", 0.6, 0.7, 3)
     assert (c.retriever_temperature, c.retriever_none_similarity) == (0.03, 0.5)
     assert JudgeConfig.from_metadata(None) == JudgeConfig()
+    meta["calibrations"] = {"tuned123": {"retriever_none_similarity": 0.82, "judge_reading": "commit"}}
+    tuned = JudgeConfig.from_metadata(meta, embedder_hash="tuned123")
+    assert (tuned.retriever_none_similarity, tuned.judge_reading, tuned.threshold) == (0.82, "commit", 0.6)
+    assert JudgeConfig.from_metadata(meta, embedder_hash="other").retriever_none_similarity == 0.5
+    with pytest.raises(ValueError):
+        JudgeConfig(judge_reading="vibes")
     with pytest.raises(ValueError):
         JudgeConfig(top_k=10)
     with pytest.raises(ValueError):

@@ -66,19 +66,28 @@ _LOADING = threading.Lock()
 """Serialises loads only: reading _JUDGES (status lines) never waits for a load in progress."""
 
 
-def _judge_key(model_config: ModelConfig, judge_config: JudgeConfig | None,
-               escalate_below: float | None) -> tuple:
-    # Without an explicit judge config the judge takes the embedder's floor, so it is part of the key.
-    return (model_config, judge_config, escalate_below if judge_config is None else None)
+@dataclass(frozen=True)
+class SearchEmbedder:
+    """What the judge's calibration depends on in the embedder that found the candidates."""
+
+    hash: str | None = None
+    """Picks the adapter's calibration made with this embedder's similarities, when it has one."""
+    escalate_below: float | None = None
+    """Nothing this close: escalate without asking the model."""
+
+
+def _judge_key(model_config: ModelConfig, judge_config: JudgeConfig | None, embedder: SearchEmbedder) -> tuple:
+    # Without an explicit judge config the judge is calibrated for the embedder: part of the key.
+    return (model_config, judge_config, embedder if judge_config is None else None)
 
 
 def _shared_judge(model_config: ModelConfig, judge_config: JudgeConfig | None, slots: int,
-                  escalate_below: float | None = None) -> _SharedJudge:
+                  embedder: SearchEmbedder = SearchEmbedder()) -> _SharedJudge:
     """Load the model once per process: services over different homes share it (tests, too).
 
-    `judge_config` None = the adapter's calibrated values with the search embedder's
-    `escalate_below` (nothing close enough: escalate without asking the model)."""
-    key = _judge_key(model_config, judge_config, escalate_below)
+    `judge_config` None = the adapter's values calibrated for the search embedder, with its
+    `escalate_below`."""
+    key = _judge_key(model_config, judge_config, embedder)
     shared = _JUDGES.get(key)
     if shared is not None:
         return shared
@@ -91,16 +100,16 @@ def _shared_judge(model_config: ModelConfig, judge_config: JudgeConfig | None, s
             same_model = next((s for k, s in _JUDGES.items() if k[0] == model_config), None)
             loaded = same_model.judge.loaded if same_model else load_model(model_config)
             if judge_config is None:
-                judge_config = JudgeConfig.from_metadata(loaded.adapter_metadata,
-                                                         escalate_below=escalate_below)
+                judge_config = JudgeConfig.from_metadata(loaded.adapter_metadata, embedder_hash=embedder.hash,
+                                                         escalate_below=embedder.escalate_below)
             slots_held = same_model.slots if same_model else threading.BoundedSemaphore(max(1, slots))
             shared = _JUDGES[key] = _SharedJudge(Judge(loaded, judge_config), slots_held)
         return shared
 
 
 def _loaded_judge(model_config: ModelConfig, judge_config: JudgeConfig | None,
-                  escalate_below: float | None = None) -> _SharedJudge | None:
-    return _JUDGES.get(_judge_key(model_config, judge_config, escalate_below))
+                  embedder: SearchEmbedder = SearchEmbedder()) -> _SharedJudge | None:
+    return _JUDGES.get(_judge_key(model_config, judge_config, embedder))
 
 
 # -- answers ----------------------------------------------------------------------------------------
@@ -195,14 +204,18 @@ class AgentHelper:
         return getattr(self.store.embedder, "escalate_below", None)
 
     @property
+    def _search_embedder(self) -> SearchEmbedder:
+        return SearchEmbedder(getattr(self.store.embedder, "hash", None), self.escalate_below)
+
+    @property
     def model_loaded(self) -> bool:
         return self._loaded() is not None
 
     def _loaded(self) -> _SharedJudge | None:
-        return _loaded_judge(self.model_config, self.judge_config, self.escalate_below)
+        return _loaded_judge(self.model_config, self.judge_config, self._search_embedder)
 
     def _shared(self) -> _SharedJudge:
-        return _shared_judge(self.model_config, self.judge_config, self.judge_slots, self.escalate_below)
+        return _shared_judge(self.model_config, self.judge_config, self.judge_slots, self._search_embedder)
 
     @property
     def judge(self) -> Judge:
