@@ -173,3 +173,19 @@ def test_batches_never_hold_a_label_twice():
         for index in batch:
             assert not conflicts(row_values(triplets[index]), seen)
             seen |= row_values(triplets[index])
+
+
+def test_shipped_config_and_adapter():
+    from retriever.embedder import Embedder, default_adapter_path
+    from training.embedder.config import is_embedder_config, load_embedder_config
+
+    config = Path(__file__).resolve().parents[1] / "training" / "configs" / "minilm-embedder.toml"
+    assert is_embedder_config(config)
+    cfg = load_embedder_config(config)
+    assert cfg.data.sources == ["banking77", "clinc150", "bitext"] and len(cfg.data.exclude) == 3
+    adapter = default_adapter_path()
+    if adapter is None:
+        pytest.skip("no shipped embedder adapter")
+    meta = json.loads((adapter / "embedder.json").read_text())
+    assert meta["metrics"]["after"]["top1"] > meta["metrics"]["before"]["top1"]
+    assert Embedder(adapter=adapter).escalate_below == meta["escalate_below"]
