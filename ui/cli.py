@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("file", metavar="FILE")
     e.set_defaults(func=cmd_feedback_export)
 
-    p = sub.add_parser("train", help="fine-tune the judge from a TOML config (see training/)")
+    p = sub.add_parser("train", help="fine-tune the judge or the search embedder from a TOML config (see training/)")
     p.add_argument("--config", required=True, metavar="TOML")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
