@@ -131,30 +131,17 @@ def set_metrics(rows: list[dict], choices: list[int]) -> dict:
     return metrics([r["label"] for r in rows], predicted, [c == 0 for c in choices], [r["labels"] for r in rows])
 
 
-def cross_fitted_choices(judged: list, weights) -> list[int]:
-    """Each half decided with the calibration fitted on the other half."""
-    from training.evaluation import calibrate, predictions
-
-    choices: list[int] = [0] * len(judged)
-    halves = [list(range(0, len(judged), 2)), list(range(1, len(judged), 2))]
-    for fit, score in (halves, halves[::-1]):
-        calibration, _ = calibrate([judged[i] for i in fit], weights)
-        for i, choice in zip(score, predictions([judged[i] for i in score], calibration)):
-            choices[i] = choice
-    return choices
-
-
 def report(args) -> None:
-    from training.evaluation import WEIGHTS, argmax_predictions, calibrate
+    from training.evaluation import WEIGHTS, argmax_predictions, calibrate, cross_fitted_predictions
 
     rows = [json.loads(line) for line in (args.work / "judged.jsonl").open(encoding="utf-8")]
     random.Random(args.seed).shuffle(rows)  # halves mix the sets evenly
     judged = [as_judged(r, args.reading) for r in rows]
     variants = {
         "retriever top-1": [1 if r["labels"] else 0 for r in rows],
-        "retriever calibrated": cross_fitted_choices(judged, (0.0,)),
+        "retriever calibrated": cross_fitted_predictions(judged, (0.0,)),
         "judge alone": argmax_predictions(judged),
-        "pipeline calibrated": cross_fitted_choices(judged, WEIGHTS),
+        "pipeline calibrated": cross_fitted_predictions(judged, WEIGHTS),
     }
     if args.floor is not None:  # what the service does first: nothing close -> escalate, model not asked
         far = [max(r["scores"], default=0.0) < args.floor for r in rows]

@@ -258,14 +258,20 @@ def test_empty_store_switches_embedder(tmp_path, embedder, adapted):
     assert KnowledgeStore(tmp_path / "home", adapted).count() == 0
 
 
-# -- kills --------------------------------------------------------------------------------------
-
-
-def test_kill_during_copy_keeps_the_old_store(tmp_path, embedder, adapter, adapted):
+def built_home_answers(tmp_path, embedder):
+    """A home built with `embedder`, its top answers and chunk count, with the store closed."""
     home = build_home(tmp_path, embedder)
     store = KnowledgeStore(home, embedder)
     answers, count = top_answers(store), store.count()
     store.close()
+    return home, answers, count
+
+
+# -- kills --------------------------------------------------------------------------------------
+
+
+def test_kill_during_copy_keeps_the_old_store(tmp_path, embedder, adapter, adapted):
+    home, answers, count = built_home_answers(tmp_path, embedder)
 
     child = start_child(home, adapter, "first-batch", tmp_path / "child.log")
     try:
@@ -303,10 +309,7 @@ def test_kill_during_copy_keeps_the_old_store(tmp_path, embedder, adapter, adapt
 
 
 def test_kill_after_the_swap_keeps_the_new_store(tmp_path, embedder, adapter, adapted):
-    home = build_home(tmp_path, embedder)
-    store = KnowledgeStore(home, embedder)
-    answers, count = top_answers(store), store.count()
-    store.close()
+    home, answers, count = built_home_answers(tmp_path, embedder)
 
     child = start_child(home, adapter, "before-drop", tmp_path / "child.log")
     child.wait(timeout=300)

@@ -245,16 +245,24 @@ def predictions(judged: Sequence[Judged], c: Calibration) -> list[int]:
     return decide_matrix(combined, c.threshold).tolist()
 
 
+def cross_fitted_predictions(judged: Sequence[Judged], weights: Sequence[float] = WEIGHTS) -> list[int]:
+    """Calibrated decisions on examples the calibration did not see, in the examples' order:
+    calibrate on the even-numbered half, decide the odd half, and the other way round; too few
+    examples fall back to in-sample."""
+    halves = [list(range(0, len(judged), 2)), list(range(1, len(judged), 2))]
+    if min(len(h) for h in halves) < 2:
+        return predictions(judged, calibrate(judged, weights)[0])
+    choices = [0] * len(judged)
+    for fit, score in (halves, halves[::-1]):
+        calibration, _ = calibrate([judged[i] for i in fit], weights)
+        for i, choice in zip(score, predictions([judged[i] for i in score], calibration)):
+            choices[i] = choice
+    return choices
+
+
 def cross_fitted(judged: Sequence[Judged], weights: Sequence[float] = WEIGHTS) -> dict:
-    """Metrics of calibrated decisions on examples the calibration did not see: calibrate on the
-    even-numbered half, decide the odd half, and the other way round (the reported numbers);
-    too few examples fall back to in-sample."""
-    first, second = list(judged[0::2]), list(judged[1::2])
-    if len(first) < 2 or len(second) < 2:
-        return calibrate(judged, weights)[1]
-    on_second = predictions(second, calibrate(first, weights)[0])
-    on_first = predictions(first, calibrate(second, weights)[0])
-    return verdict_metrics(first + second, on_first + on_second)
+    """Metrics of the cross-fitted decisions (the reported numbers)."""
+    return verdict_metrics(judged, cross_fitted_predictions(judged, weights))
 
 
 def evaluate(judged: Sequence[Judged]) -> dict:

@@ -66,20 +66,23 @@ def preflight(cfg: TrainConfig) -> Preflight:
 # --- setup ----------------------------------------------------------------------------------------
 
 
-def _setup_output(cfg: TrainConfig, home: Path) -> Path:
+def setup_output(cfg, home: Path, finished_file: str = METADATA_FILE, what: str = "run") -> Path:
+    """The run folder of a judge or embedder config (`output.dir`, else a timestamped one under
+    <home>/runs), with an empty metrics file; refused when `finished_file` says a run ended there."""
     if cfg.output.dir:
         out = Path(cfg.output.dir)
     else:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out = Path(home) / "runs" / f"{cfg.name}-{stamp}"
-    if (out / METADATA_FILE).exists():
-        raise ConfigError(f"{out} already holds a finished run; choose another output.dir")
+    if (out / finished_file).exists():
+        raise ConfigError(f"{out} already holds a finished {what}; choose another output.dir")
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).write_text("", encoding="utf-8")
     return out
 
 
-def _setup_threads(cfg: TrainConfig) -> None:
+def setup_threads(cfg) -> None:
+    """`train.num_threads` torch CPU threads (0 = torch's default)."""
     if cfg.train.num_threads:
         import torch
 
@@ -356,8 +359,8 @@ def train(
     pre = checked or preflight(cfg)
     backend = backend or choose_backend(cfg)
     log(f"backend: {backend.describe()}")
-    _setup_threads(cfg)
-    out = _setup_output(cfg, home)
+    setup_threads(cfg)
+    out = setup_output(cfg, home)
     model, tokenizer = trainable_model(cfg, backend, home)
     trainable, total = trainable_parameters(model)
     log(f"model: {cfg.model.base}, LoRA r={cfg.lora.r} on {len(cfg.lora.target_modules)} projections: "

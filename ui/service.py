@@ -199,13 +199,9 @@ class AgentHelper:
     # -- the judge ------------------------------------------------------------------------------------
 
     @property
-    def escalate_below(self) -> float | None:
-        """The search embedder's calibrated similarity floor (None: not calibrated)."""
-        return getattr(self.store.embedder, "escalate_below", None)
-
-    @property
     def _search_embedder(self) -> SearchEmbedder:
-        return SearchEmbedder(getattr(self.store.embedder, "hash", None), self.escalate_below)
+        embedder = self.store.embedder
+        return SearchEmbedder(getattr(embedder, "hash", None), getattr(embedder, "escalate_below", None))
 
     @property
     def model_loaded(self) -> bool:

@@ -36,8 +36,8 @@ from training.embedder.data import LabelledData, Split
 from training.embedder.evaluation import ValidationSet, encode, label_retrieval_evaluator, summary
 from training.embedder.pairs import Pairs, mine
 from training.tracking import check_tracking
+from training.trainer import METRICS_FILE
 
-METRICS_FILE = "metrics.jsonl"
 RELOAD_TOLERANCE = 1e-4
 
 
@@ -84,26 +84,6 @@ def describe_backend() -> str:
 
 
 # --- setup ----------------------------------------------------------------------------------------
-
-
-def _setup_output(cfg: EmbedderConfig, home: Path) -> Path:
-    if cfg.output.dir:
-        out = Path(cfg.output.dir)
-    else:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        out = Path(home) / "runs" / f"{cfg.name}-{stamp}"
-    if (out / ADAPTER_METADATA).exists():
-        raise ConfigError(f"{out} already holds a finished embedder; choose another output.dir")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_FILE).write_text("", encoding="utf-8")
-    return out
-
-
-def _setup_threads(cfg: EmbedderConfig) -> None:
-    if cfg.train.num_threads:
-        import torch
-
-        torch.set_num_threads(cfg.train.num_threads)
 
 
 def _load_base(base_path: Path):
@@ -280,14 +260,14 @@ def train(cfg: EmbedderConfig, home: Path, log: Callable[[str], None] = print, p
           callbacks: Sequence = ()) -> EmbedderRun:
     """Run one embedder fine-tune end to end; returns the adapter folder and its metadata."""
     from training.tracking import make_tracker, tracker_callback
-    from training.trainer import metrics_callback
+    from training.trainer import metrics_callback, setup_output, setup_threads
 
     started = time.perf_counter()
     pre = prepared or preflight(cfg)
-    _setup_threads(cfg)
+    setup_threads(cfg)
     log(f"backend: {describe_backend()}")
     log(f"data: {pre.split.counts()}" + "".join(f"\n  note: {n}" for n in pre.data.notes + pre.split.notes))
-    out = _setup_output(cfg, home)
+    out = setup_output(cfg, home, ADAPTER_METADATA, "embedder")
     model = _load_base(pre.base_path)
     validation = ValidationSet(pre.split.knowledge, pre.split.validation)
     knowledge_vectors, negative_vectors, validation_vectors = _embed_sides(model, pre, log)
