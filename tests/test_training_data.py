@@ -214,6 +214,33 @@ def test_render_uses_the_prompt_module_and_top_k_cut():
     assert completion.startswith(prompt.listwise_target(example.reasoning, example.choice))
     _, cut = render(example, Template(), top_k=example.choice - 1)
     assert f"{prompt.ANSWER_PREFIX} 0" in cut and "None fits." in cut
+    from training.data.schema import shuffled
+
+    shown, choice, reasoning = shuffled(example.id, example.prompt_candidates(), example.choice, example.reasoning)
+    mixed_prompt, mixed = render(example, Template(), shuffle=True)
+    assert prompt.listwise_user_message(example.ticket, shown) in mixed_prompt
+    assert mixed.startswith(prompt.listwise_target(reasoning, choice))
+
+
+def test_shuffled_render_moves_the_answer_and_its_references_with_the_candidates():
+    """Training shows candidates in a seeded order: the right one lands anywhere, the reasoning
+    cites it by its new number, and the same example always renders the same way."""
+    from training.data.schema import shuffled
+
+    examples = [e for e in run_build().train if e.format == prompt.LISTWISE and e.choice >= 1]
+    positions = set()
+    for example in examples:
+        shown, choice, reasoning = shuffled(example.id, list(example.candidates), example.choice, example.reasoning)
+        assert shown[choice - 1] == example.candidates[example.choice - 1]
+        assert f"[{choice}]" in reasoning  # the reasoning still cites the right candidate
+        assert sorted(c.id for c in shown) == sorted(c.id for c in example.candidates)
+        assert shuffled(example.id, list(example.candidates), example.choice, example.reasoning)[1] == choice
+        positions.add(choice)
+    assert len(positions) >= 3  # not always first any more
+    rival = next(e for e in examples if e.choice >= 2)  # cites [1] (the retriever's favourite) too
+    shown, _, reasoning = shuffled(rival.id, list(rival.candidates), rival.choice, rival.reasoning)
+    favourite = shown.index(rival.candidates[0]) + 1
+    assert f"[{favourite}]" in reasoning
 
 
 def test_web_page_feedback_export_trains(tmp_path):

@@ -78,11 +78,11 @@ class Tokenized:
     dropped_long: int
 
 
-def tokenize(examples: list[Example], tokenizer, top_k: int, max_length: int) -> Tokenized:
+def tokenize(examples: list[Example], tokenizer, data: DataSection, max_length: int) -> Tokenized:
     """input_ids / completion_mask / length per example; longer than max_length are dropped."""
     rows, dropped = [], 0
     for example in examples:
-        prompt_text, completion = render(example, tokenizer, top_k)
+        prompt_text, completion = render(example, tokenizer, data.top_k, data.shuffle_candidates)
         prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
         completion_ids = tokenizer.encode(completion, add_special_tokens=False)
         ids = prompt_ids + completion_ids
@@ -105,8 +105,9 @@ def to_dataset(tokenized: Tokenized, what: str):
     return Dataset.from_list(tokenized.rows)
 
 
-def completion_token_lengths(examples: list[Example], tokenizer, top_k: int) -> list[int]:
-    return [len(tokenizer.encode(render(e, tokenizer, top_k)[1], add_special_tokens=False)) for e in examples]
+def completion_token_lengths(examples: list[Example], tokenizer, data: DataSection) -> list[int]:
+    return [len(tokenizer.encode(render(e, tokenizer, data.top_k, data.shuffle_candidates)[1],
+                                 add_special_tokens=False)) for e in examples]
 
 
 def judge_format(data: DataSection) -> str:

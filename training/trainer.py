@@ -93,8 +93,8 @@ def _setup_datasets(cfg: TrainConfig, examples: Examples, tokenizer, log):
     from training.dataset import tokenize, to_dataset
 
     limit = cfg.model.max_seq_length
-    train = tokenize(examples.train, tokenizer, cfg.data.top_k, limit)
-    valid = tokenize(examples.validation, tokenizer, cfg.data.top_k, limit)
+    train = tokenize(examples.train, tokenizer, cfg.data, limit)
+    valid = tokenize(examples.validation, tokenizer, cfg.data, limit)
     lengths = [r["length"] for r in train.rows]
     log(f"data: {len(train.rows)} training / {len(valid.rows)} validation examples, "
         f"tokens per example median {sorted(lengths)[len(lengths) // 2] if lengths else 0}, max {max(lengths, default=0)}"
@@ -248,7 +248,7 @@ def _judge_budget(cfg: TrainConfig, examples: Examples, tokenizer) -> int:
     from training.dataset import completion_token_lengths
 
     sample = examples.train[:2000]
-    lengths = sorted(completion_token_lengths(sample, tokenizer, cfg.data.top_k))
+    lengths = sorted(completion_token_lengths(sample, tokenizer, cfg.data))
     if not lengths:
         return 48
     p99 = lengths[min(len(lengths) - 1, math.ceil(0.99 * len(lengths)) - 1)]

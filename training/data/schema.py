@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -224,12 +225,13 @@ def write_examples(path: Path, examples: Iterable[Example]) -> int:
     return count
 
 
-def render(example: Example, tokenizer, top_k: int | None = None) -> tuple[str, str]:
+def render(example: Example, tokenizer, top_k: int | None = None, shuffle: bool = False) -> tuple[str, str]:
     """(prompt, completion) through the reasoner's prompt module, the only place prompts exist.
 
     `top_k` keeps the first k candidates of a listwise example (the judge may show fewer than
     the builder stored); a right answer cut off becomes 0, "none of these", with its reasoning
-    rebuilt (listwise reasoning only cites the chosen candidate and candidate 1)."""
+    rebuilt (listwise reasoning only cites the chosen candidate and candidate 1). `shuffle` shows
+    the candidates in an order seeded by the example's id (see `shuffled`)."""
     if example.format == prompt.PAIRWISE:
         user = prompt.pairwise_user_message(example.ticket, example.prompt_candidates()[0])
         target = prompt.pairwise_target(example.reasoning, bool(example.choice))
@@ -240,5 +242,19 @@ def render(example: Example, tokenizer, top_k: int | None = None) -> tuple[str, 
         if choice > top_k:
             pairs = [(c.question, c.answer) for c in candidates]
             choice, reasoning = 0, rationale.listwise(example.ticket, pairs, 0)
+    if shuffle:
+        candidates, choice, reasoning = shuffled(example.id, candidates, choice, reasoning)
     user = prompt.listwise_user_message(example.ticket, candidates)
     return prompt.render_example(tokenizer, user, prompt.listwise_target(reasoning, choice))
+
+
+def shuffled(key: str, candidates: list, choice: int, reasoning: str) -> tuple[list, int, str]:
+    """The candidates in an order seeded by `key`, with the choice and the reasoning's "[N]"
+    references following them.
+
+    Stored examples keep the retriever's order, where the answer is candidate 1 most of the time;
+    a judge trained on that order leans on the order instead of reading the texts."""
+    order = list(range(len(candidates)))
+    random.Random(key).shuffle(order)  # order[new position] = old position
+    new_number = {old + 1: new + 1 for new, old in enumerate(order)}
+    return [candidates[i] for i in order], new_number.get(choice, 0), prompt.renumber_references(reasoning, new_number)
