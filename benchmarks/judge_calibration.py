@@ -132,31 +132,44 @@ def set_metrics(rows: list[dict], choices: list[int]) -> dict:
 
 
 def report(args) -> None:
-    from training.evaluation import WEIGHTS, argmax_predictions, calibrate, cross_fitted_predictions
+    from training.evaluation import WEIGHTS, calibrate
 
     rows = [json.loads(line) for line in (args.work / "judged.jsonl").open(encoding="utf-8")]
     random.Random(args.seed).shuffle(rows)  # halves mix the sets evenly
-    judged = [as_judged(r, args.reading) for r in rows]
-    variants = {
-        "retriever top-1": [1 if r["labels"] else 0 for r in rows],
-        "retriever calibrated": cross_fitted_predictions(judged, (0.0,)),
-        "judge alone": argmax_predictions(judged),
-        "pipeline calibrated": cross_fitted_predictions(judged, WEIGHTS),
-    }
-    if args.floor is not None:  # what the service does first: nothing close -> escalate, model not asked
-        far = [max(r["scores"], default=0.0) < args.floor for r in rows]
-        variants = {v: [0 if f and v != "retriever top-1" else c for c, f in zip(cs, far)] for v, cs in variants.items()}
-        print(f"floor {args.floor}: {sum(far)} of {len(rows)} tickets escalate before the judge")
+    # What the service does first: nothing close -> escalate, model not asked. So the calibration
+    # is fitted on, and decides, only the tickets above the floor.
+    floor = -1.0 if args.floor is None else args.floor
+    asked = [i for i, r in enumerate(rows) if max(r["scores"], default=0.0) >= floor]
+    if args.floor is not None:
+        print(f"floor {args.floor}: {len(rows) - len(asked)} of {len(rows)} tickets escalate before the judge")
+    judged = [as_judged(rows[i], args.reading) for i in asked]
+    variants = {"retriever top-1": [1 if r["labels"] else 0 for r in rows]}
+    for name, decided in _variants_above_floor(judged).items():
+        variants[name] = [0] * len(rows)
+        for i, choice in zip(asked, decided):
+            variants[name][i] = choice
     table = {}
     for name in sorted({r["set"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["set"] == name]
         table[name] = {v: set_metrics([rows[i] for i in idx], [c[i] for i in idx]) for v, c in variants.items()}
     calibration = {**asdict(calibrate(judged, WEIGHTS)[0]), "judge_reading": args.reading}
+    if args.floor is not None:
+        calibration["fitted_above_floor"] = args.floor
     print(json.dumps({"sets": table, "calibration_all": calibration}, indent=1))
     _print_table(table)
     if args.write:
         embedder = json.loads((args.work / EMBEDDER_FILE).read_text())
         _write_calibration(args.write, calibration, table, embedder, args.default)
+
+
+def _variants_above_floor(judged: list) -> dict[str, list[int]]:
+    from training.evaluation import WEIGHTS, argmax_predictions, cross_fitted_predictions
+
+    return {
+        "retriever calibrated": cross_fitted_predictions(judged, (0.0,)),
+        "judge alone": argmax_predictions(judged),
+        "pipeline calibrated": cross_fitted_predictions(judged, WEIGHTS),
+    }
 
 
 def _print_table(table: dict) -> None:

@@ -24,7 +24,10 @@ from training.embedder.data import LabelledText
 TOP_K = 5
 POOL = 64  # rows looked at per ticket to find 5 distinct labels (labels repeat among neighbours)
 THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.005), 3)
-FLOOR_LOSS = 0.01
+# Measured: at 0.01 the shipped adapter's floor (0.69) escalated 2.7% of CLINC150's held-out right
+# answers and cost the pipeline 2 points of in-scope accuracy there; the judge's own calibrated
+# threshold escalates near misses better, so the floor keeps only the clearly far (0.61 at 0.001).
+FLOOR_LOSS = 0.001
 
 
 @dataclass(frozen=True)
