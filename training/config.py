@@ -76,7 +76,7 @@ class DataSection:
     shuffle_candidates: bool = False
     """Show each listwise example's candidates in a seeded random order (its reasoning renumbered),
     so the judge cannot learn that the retriever's first is usually right. Off: with SmolLM2-135M it
-    made the judge worse and the pipeline no better (training/README.md, "Variants measured")."""
+    made the judge worse and the pipeline no better (README.md, "Variants measured")."""
     max_train_examples: int = 0
     """Seeded sample of at most this many training examples; 0 = all."""
     max_validation_examples: int = 0
