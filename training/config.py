@@ -167,8 +167,23 @@ class OutputSection:
     """Keep the checkpoints folder after the run (the adapter in the run folder is the best one)."""
 
 
+class RunConfig:
+    """What the judge's TrainConfig and the embedder's EmbedderConfig share: a dataclass with a
+    `name`, the `path` it was read from, and one field per TOML section."""
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["path"] = str(self.path) if self.path else None
+        return out
+
+    @classmethod
+    def sections(cls) -> dict[str, type]:
+        """Section name -> its dataclass."""
+        return {name: hint for name, hint in typing.get_type_hints(cls).items() if name not in ("name", "path")}
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     name: str
     model: ModelSection = field(default_factory=ModelSection)
     lora: LoraSection = field(default_factory=LoraSection)
@@ -179,14 +194,7 @@ class TrainConfig:
     output: OutputSection = field(default_factory=OutputSection)
     path: Path | None = None
 
-    def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["path"] = str(self.path) if self.path else None
-        return out
 
-
-SECTIONS = {f.name: f.type for f in dataclasses.fields(TrainConfig) if f.name not in ("name", "path")}
-_SECTION_TYPES = typing.get_type_hints(TrainConfig)
 CHOICES = {
     ("model", "backend"): ("auto", "unsloth", "transformers"),
     ("model", "dtype"): ("auto", "bfloat16", "float16", "float32"),
@@ -221,10 +229,6 @@ def _type_name(expected) -> str:
     if typing.get_origin(expected) is list:
         return f"a list of {_type_name(typing.get_args(expected)[0])}"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}[expected]
-
-
-def _section(name: str, values, where: str):
-    return section_from_dict(_SECTION_TYPES[name], name, values, where)
 
 
 def section_from_dict(cls, name: str, values, where: str):
@@ -317,13 +321,15 @@ def parse_override(text: str) -> tuple[str, str, object]:
     return section, name, parsed
 
 
-def config_from_dict(raw: dict, name: str, where: str, path: Path | None = None) -> TrainConfig:
-    unknown = sorted(set(raw) - set(SECTIONS))
+def build_config(cls, raw: dict, name: str, where: str, path: Path | None, check) -> RunConfig:
+    """Raw TOML tables -> `cls` (a RunConfig): every section typed, then `check(cfg, where)`."""
+    sections = cls.sections()
+    unknown = sorted(set(raw) - set(sections))
     if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    sections = {key: _section(key, dict(value), where) for key, value in raw.items()}
-    cfg = TrainConfig(name=name, path=path, **sections)
-    _check_values(cfg, where)
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sections)}")
+    cfg = cls(name=name, path=path,
+              **{key: section_from_dict(sections[key], key, dict(value), where) for key, value in raw.items()})
+    check(cfg, where)
     return cfg
 
 
@@ -355,11 +361,16 @@ def read_raw_config(path: Path, overrides: list[str], resolve_paths) -> dict:
     return raw
 
 
+def read_config(cls, path: Path, overrides: list[str], resolve_paths, check) -> RunConfig:
+    """A config file (+ `--set` overrides) read, its paths resolved, built into `cls` and checked."""
+    path = Path(path)
+    raw = read_raw_config(path, overrides, resolve_paths)
+    return build_config(cls, raw, path.stem, str(path), path.resolve(), check)
+
+
 def load_config(path: Path, overrides: list[str] = ()) -> TrainConfig:
     """Read, resolve and validate a TOML config (no data or model checks: see `check_inputs`)."""
-    path = Path(path)
-    raw = read_raw_config(path, overrides, _resolve_paths)
-    return config_from_dict(raw, path.stem, str(path), path.resolve())
+    return read_config(TrainConfig, path, overrides, _resolve_paths, _check_values)
 
 
 def check_base_model(base: str) -> str:

@@ -128,21 +128,37 @@ def _precision(cfg: TrainConfig, backend: Backend) -> dict:
     return {"bf16": backend.dtype == "bfloat16", "fp16": backend.dtype == "float16"}
 
 
+def shared_training_args(t, out: Path, device: str) -> dict:
+    """The transformers TrainingArguments that both trainers (TRL's SFT here, sentence-transformers'
+    for the embedder) set the same way from their [train] section: schedule, logging, seeds, device."""
+    return dict(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a share of all steps
+        weight_decay=t.weight_decay,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to="none",  # tracking goes through training.tracking (never the Neptune callback)
+        seed=t.seed,
+        data_seed=t.seed,
+        use_cpu=device == "cpu",
+        dataloader_pin_memory=device == "cuda",
+        disable_tqdm=False,
+    )
+
+
 def _sft_config(cfg: TrainConfig, backend: Backend, out: Path, overrides: dict | None = None):
     from trl import SFTConfig
 
     t = cfg.train
     values = dict(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
+        **shared_training_args(t, out, backend.device),
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a share of all steps
-        weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         optim=t.optim,
         eval_strategy="steps",
@@ -154,19 +170,11 @@ def _sft_config(cfg: TrainConfig, backend: Backend, out: Path, overrides: dict |
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         padding_free=t.padding_free,
         max_length=None,  # examples over model.max_seq_length were dropped when tokenized
         completion_only_loss=True,
         gradient_checkpointing=backend.name != "unsloth" and checkpointing(cfg, backend),
-        report_to="none",  # tracking goes through training.tracking (never the Neptune callback)
-        seed=t.seed,
-        data_seed=t.seed,
-        use_cpu=backend.device == "cpu",
-        dataloader_pin_memory=backend.device == "cuda",
-        disable_tqdm=False,
         **_precision(cfg, backend),
     )
     values.update(overrides or {})

@@ -9,18 +9,16 @@ the judge's configs: the loader helpers are shared with `training/config.py`.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.config import (
     ConfigError,
+    RunConfig,
     TrackingSection,
-    read_raw_config,
+    read_config,
     read_toml,
     resolve_path_fields,
-    section_from_dict,
 )
 
 PACKAGED = "packaged"
@@ -127,7 +125,7 @@ class OutputSection:
 
 
 @dataclass
-class EmbedderConfig:
+class EmbedderConfig(RunConfig):
     name: str
     embedder: EmbedderSection = field(default_factory=EmbedderSection)
     data: DataSection = field(default_factory=DataSection)
@@ -137,13 +135,7 @@ class EmbedderConfig:
     output: OutputSection = field(default_factory=OutputSection)
     path: Path | None = None
 
-    def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["path"] = str(self.path) if self.path else None
-        return out
 
-
-SECTIONS = {name: hint for name, hint in typing.get_type_hints(EmbedderConfig).items() if name not in ("name", "path")}
 PATH_FIELDS = {("embedder", "base"), ("data", "files"), ("data", "sources_dir"), ("data", "exclude"),
                ("output", "dir")}
 POSITIVE = {("embedder", "max_seq_length"), ("lora", "r"), ("lora", "alpha"), ("train", "batch_size"),
@@ -196,21 +188,9 @@ def _check_values(cfg: EmbedderConfig, where: str) -> None:
         raise ConfigError(f"{where}: tracking.neptune_project is required for the neptune backend")
 
 
-def config_from_dict(raw: dict, name: str, where: str, path: Path | None = None) -> EmbedderConfig:
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    sections = {key: section_from_dict(SECTIONS[key], key, dict(value), where) for key, value in raw.items()}
-    cfg = EmbedderConfig(name=name, path=path, **sections)
-    _check_values(cfg, where)
-    return cfg
-
-
 def load_embedder_config(path: Path, overrides: list[str] = ()) -> EmbedderConfig:
     """Read, resolve and validate an embedder config (files are read by `preflight`)."""
-    path = Path(path)
-    raw = read_raw_config(path, overrides, _resolve_paths)
-    return config_from_dict(raw, path.stem, str(path), path.resolve())
+    return read_config(EmbedderConfig, path, overrides, _resolve_paths, _check_values)
 
 
 def check_base(cfg: EmbedderConfig) -> Path:

@@ -36,7 +36,7 @@ from training.embedder.data import LabelledData, Split
 from training.embedder.evaluation import ValidationSet, encode, label_retrieval_evaluator, summary
 from training.embedder.pairs import Pairs, mine
 from training.tracking import check_tracking
-from training.trainer import METRICS_FILE
+from training.trainer import METRICS_FILE, shared_training_args
 
 RELOAD_TOLERANCE = 1e-4
 
@@ -149,25 +149,10 @@ def _setup_trainer(cfg: EmbedderConfig, model, pairs: Pairs, validation: Validat
 
     t = cfg.train
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a share of all steps
-        weight_decay=t.weight_decay,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
+        **shared_training_args(t, out, device()),
         eval_strategy="steps" if t.eval_steps else "no",
         eval_steps=t.eval_steps or None,
         save_strategy="no",  # the adapter is saved once, at the end
-        report_to="none",  # tracking goes through training.tracking
-        seed=t.seed,
-        data_seed=t.seed,
-        use_cpu=device() == "cpu",
-        dataloader_pin_memory=device() == "cuda",
-        disable_tqdm=False,
         batch_sampler=no_shared_label_sampler(pairs.triplets),
         # batches from every knowledge base, in proportion to its triplets, in random order
         multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
