@@ -33,6 +33,7 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_CACHE_NAME = "smollm2-135m-instruct-bf16"
 ADAPTER_METADATA = "agent_helper.json"
 _CACHE_STAMP = "agent_helper_cache.json"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ADAPTER_DIR = REPO_ROOT / "data" / "models" / "judge-smollm2"
 
@@ -58,8 +59,11 @@ class ModelConfig:
     merge_adapter: bool = True
     """Merge the LoRA into the weights (not possible in 4-bit): faster decoding, same outputs."""
     dtype: str = "auto"
-    """"bfloat16", "float32" or "auto": bfloat16 on CUDA and on CPUs with native bf16 (AVX512-BF16 /
-    AMX); float32 for the embedded model on other CPUs, where bf16 matmuls are ~6x slower."""
+    """One of DTYPES. "auto": bfloat16 on CUDA; on a CPU float32 for the embedded model (the same
+    verdicts on every CPU and whatever a ticket is batched with) and bfloat16 for other models (an
+    8B model in float32 needs 32 GB). bfloat16 on a CPU with native bf16 (AVX512-BF16/AMX) is ~1.7x
+    faster, but its 8-bit mantissa makes results depend on the kernels: measured on 24 tickets, 3
+    verdicts changed between judging alone and in a batch of 8 (float32: none, |dp| < 1e-4)."""
 
 
 @dataclass(frozen=True)
@@ -69,11 +73,13 @@ class ModelInfo:
     backend: str
     device: str
     prompt_version: str
+    dtype: str = ""
 
     def describe(self) -> str:
         name = EMBEDDED_MODEL_NAME if self.base == EMBEDDED else self.base
         adapter = f" + {Path(self.adapter).name}" if self.adapter else " (no adapter)"
-        return f"{name}{adapter} [{self.backend}, {self.device}, {self.prompt_version}]"
+        dtype = f", {self.dtype}" if self.dtype else ""
+        return f"{name}{adapter} [{self.backend}, {self.device}{dtype}, {self.prompt_version}]"
 
 
 @dataclass
@@ -156,24 +162,21 @@ def _resolve(config: ModelConfig) -> tuple[str, bool, bool]:
     return device, load_in_4bit, use_unsloth
 
 
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def resolve_dtype(config: ModelConfig, device: str) -> str:
+    """The dtype name `config.dtype` means on `device` (see ModelConfig.dtype)."""
+    if config.dtype not in DTYPES:
+        raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)}, not {config.dtype!r}")
+    if config.dtype != "auto":
+        return config.dtype
+    if device.startswith("cuda") or config.base != EMBEDDED:
+        return "bfloat16"
+    return "float32"
 
 
 def _torch_dtype(config: ModelConfig, device: str):
     import torch
 
-    if config.dtype != "auto":
-        if config.dtype not in ("bfloat16", "float32", "float16"):
-            raise ModelLoadError(f"dtype must be auto, bfloat16, float16 or float32, not {config.dtype!r}")
-        return getattr(torch, config.dtype)
-    if device.startswith("cuda") or config.base != EMBEDDED or cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32
+    return getattr(torch, resolve_dtype(config, device))
 
 
 def _fix_embedded_tokenizer(model, tokenizer) -> None:
@@ -373,5 +376,6 @@ def load_model(config: ModelConfig = ModelConfig()) -> LoadedModel:
         backend=backend,
         device=device,
         prompt_version=metadata.get("prompt_version", PROMPT_VERSION),
+        dtype="nf4" if load_in_4bit else resolve_dtype(config, device),
     )
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, adapter_metadata=metadata)

@@ -24,6 +24,36 @@ os.environ.update(
 )
 
 
+def judge_dtype() -> str:
+    """The judge's dtype for this run: $AGENT_HELPER_JUDGE_DTYPE (as the product reads it), else auto.
+    `AGENT_HELPER_JUDGE_DTYPE=bfloat16 make test` runs the whole suite, subprocesses included, in bf16."""
+    from ui.home import resolve_judge_dtype
+
+    return resolve_judge_dtype(None)
+
+
+def pytest_sessionstart(session) -> None:
+    """CPU flags and the judge's dtype head every run, also under -q (CI logs): numerics differ by both."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        for line in _platform_lines():
+            reporter.write_line(line)
+
+
+def _platform_lines() -> list[str]:
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    from reasoner.backends import ModelConfig, resolve_dtype
+
+    dtype = judge_dtype()
+    resolved = resolve_dtype(ModelConfig(dtype=dtype), "cpu")
+    return [f"cpu flags: {' '.join(shown) or 'none of avx2/avx512f/avx512_bf16/amx'}",
+            f"judge dtype: {dtype} (embedded model on cpu: {resolved})"]
+
+
 @pytest.fixture(scope="session")
 def embedder():
     from retriever.embedder import shared_embedder

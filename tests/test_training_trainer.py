@@ -143,7 +143,10 @@ def test_early_stopping_restores_the_best_checkpoint(workspace, tmp_path):
     from training.trainer import train
 
     _unlearnable_validation(workspace)
-    cfg = load_config(write_config(workspace, "early", validation="stubborn.jsonl", max_steps=20, lr=3e-3,
+    # The validation loss first falls (the chat structure and answer line are shared), then rises as
+    # the model puts its mass on training tokens. At 3e-3 that turn depended on the exact data (on
+    # some it never came within 20 steps); at 3e-2 it comes within a few steps.
+    cfg = load_config(write_config(workspace, "early", validation="stubborn.jsonl", max_steps=20, lr=3e-2,
                                    eval_steps=1, patience=2, method="none", keep="true"))
     result = train(cfg, home=tmp_path / "app", log=lambda line: None)
     assert result.stopped_early and result.steps < 20

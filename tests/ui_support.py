@@ -51,9 +51,10 @@ def write_faq_csv(path: Path, rows=FAQ_ROWS) -> Path:
 
 
 def model_config():
+    from conftest import judge_dtype
     from reasoner.backends import ModelConfig
 
-    return ModelConfig(base="embedded", adapter=None, cache_dir=MODEL_CACHE)
+    return ModelConfig(base="embedded", adapter=None, cache_dir=MODEL_CACHE, dtype=judge_dtype())
 
 
 def judge_config():

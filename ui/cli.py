@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from ui.home import (
-    BASE_EMBEDDER, EMBEDDER_ENV, MALLOC_ENV, EmbedderChoiceError, Home, apply_offline_env, load_embedder,
-    missing_malloc_env, resolve_home,
+    BASE_EMBEDDER, DTYPES, EMBEDDER_ENV, JUDGE_DTYPE_ENV, MALLOC_ENV, EmbedderChoiceError, Home,
+    apply_offline_env, load_embedder, missing_malloc_env, resolve_home, resolve_judge_dtype,
 )
 
 
@@ -127,10 +127,16 @@ def cmd_search(args) -> int:
 
 
 def _service(args, log_answers: bool = True):
-    from ui.service import AgentHelper, default_model_config
+    from ui.service import AgentHelper
 
-    model = default_model_config(args.home, base=args.model, adapter=args.adapter)
-    return AgentHelper(args.home, model, log_answers=log_answers)
+    return AgentHelper(args.home, _model_config(args), log_answers=log_answers)
+
+
+def _model_config(args):
+    from ui.service import default_model_config
+
+    return default_model_config(args.home, base=args.model, adapter=args.adapter,
+                                dtype=resolve_judge_dtype(args.dtype))
 
 
 def _print_answer(answer) -> None:
@@ -213,11 +219,9 @@ def cmd_eval(args) -> int:
 
 def cmd_serve(args) -> int:
     from ui.server import ServerSettings, SettingsError, serve
-    from ui.service import default_model_config
 
     try:
-        serve(args.home, args.host, args.port, ServerSettings.from_env(),
-              model_config=default_model_config(args.home, base=args.model, adapter=args.adapter))
+        serve(args.home, args.host, args.port, ServerSettings.from_env(), model_config=_model_config(args))
     except SettingsError as error:
         print(f"agent-helper serve: {error}", file=sys.stderr)
         return 2
@@ -282,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="judge base model: 'embedded' (SmolLM2-135M, default) or a HF name/path")
         p.add_argument("--adapter", type=Path, default=None,
                        help="LoRA adapter folder (default: the shipped one for the embedded model)")
+        p.add_argument("--dtype", choices=DTYPES, default=None,
+                       help=f"judge weights' dtype (default: ${JUDGE_DTYPE_ENV}, else auto: float32 on a "
+                            "CPU for the embedded model, bfloat16 on CUDA)")
 
     p = sub.add_parser("ask", help="judge a ticket: matched FAQ with reasoning, or escalate")
     p.add_argument("text", metavar="TEXT")
@@ -329,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.home = resolve_home(args.home, args.embedder)
-    except EmbedderChoiceError as error:
+        resolve_judge_dtype(getattr(args, "dtype", None))
+    except (EmbedderChoiceError, ValueError) as error:
         print(f"agent-helper: {error}", file=sys.stderr)
         return 2
     from retriever.store import StoreError

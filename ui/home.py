@@ -12,6 +12,9 @@ from pathlib import Path
 HOME_ENV = "AGENT_HELPER_HOME"
 DEFAULT_HOME = Path(".agent-helper")
 EMBEDDER_ENV = "AGENT_HELPER_EMBEDDER"
+JUDGE_DTYPE_ENV = "AGENT_HELPER_JUDGE_DTYPE"
+# The judge's dtypes, as reasoner.backends.DTYPES (not imported: it would load torch for `--help`).
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 BASE_EMBEDDER = "base"
 """--embedder value for the plain packaged all-MiniLM-L6-v2, without an adapter."""
 
@@ -90,6 +93,14 @@ def resolve_embedder(arg: str | None) -> Path | None:
                                   f"adapter_config.json; expected an adapter folder or "
                                   f"'{BASE_EMBEDDER}')")
     return folder
+
+
+def resolve_judge_dtype(arg: str | None) -> str:
+    """--dtype / $AGENT_HELPER_JUDGE_DTYPE / "auto"; ValueError for a name not in DTYPES."""
+    value = arg or os.environ.get(JUDGE_DTYPE_ENV) or "auto"
+    if value not in DTYPES:
+        raise ValueError(f"{JUDGE_DTYPE_ENV}={value!r}: expected one of {', '.join(DTYPES)}")
+    return value
 
 
 def apply_offline_env() -> None:

@@ -46,10 +46,11 @@ class UploadRejected(ValueError):
     """An upload refused before ingest (name, type or size); the message is for the user."""
 
 
-def default_model_config(home: Home, base: str = EMBEDDED, adapter: Path | None = None) -> ModelConfig:
+def default_model_config(home: Home, base: str = EMBEDDED, adapter: Path | None = None,
+                         dtype: str = "auto") -> ModelConfig:
     """The embedded model (with the shipped adapter when there is one), cached under `home/models`."""
     return ModelConfig(base=base, adapter=adapter if adapter is not None else default_adapter_path(),
-                       cache_dir=home.models)
+                       cache_dir=home.models, dtype=dtype)
 
 
 # -- one judge per process and configuration ----------------------------------------------------
@@ -355,17 +356,18 @@ class AgentHelper:
             info = shared.judge.loaded.info
             model = EMBEDDED_MODEL_NAME if info.base == EMBEDDED else info.base
             adapter, backend, device = info.adapter, info.backend, info.device
-            prompt_version = info.prompt_version
+            prompt_version, dtype = info.prompt_version, info.dtype
         else:
             model = EMBEDDED_MODEL_NAME if config.base == EMBEDDED else config.base
             adapter = str(config.adapter) if config.adapter is not None else None
-            backend, device, prompt_version = None, None, None
+            backend, device, prompt_version, dtype = None, None, None, None
         documents = self.documents()
         return {
             "model": model,
             "adapter": adapter,
             "backend": backend,
             "device": device,
+            "dtype": dtype,
             "prompt_version": prompt_version,
             "model_loaded": shared is not None,
             "documents": len(documents),
@@ -376,7 +378,7 @@ class AgentHelper:
     def status_line(self) -> str:
         s = self.status()
         adapter = f" + adapter {Path(s['adapter']).name}" if s["adapter"] else " (no adapter)"
-        backend = f" [{s['backend']}, {s['device']}]" if s["model_loaded"] else " (loads on first question)"
+        backend = f" [{s['backend']}, {s['device']}, {s['dtype']}]" if s["model_loaded"] else " (loads on first question)"
         return (f"Model: {s['model']}{adapter}{backend} · {s['documents']} documents · {s['chunks']} "
                 f"chunks · embedder {s['embedder']}")
 

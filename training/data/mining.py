@@ -19,6 +19,8 @@ from training.data.sources import Row
 
 Embed = Callable[[list[str]], np.ndarray]
 CHUNK = 512  # queries per matrix product: bounds memory at CHUNK x pool floats
+HASHING_GRID_BITS = 10
+"""hashing_embed's entries are multiples of 2**-10: dot products of two rows (|sum| < 2) are exact in float32."""
 
 
 @dataclass(frozen=True)
@@ -125,18 +127,24 @@ def stack(texts: Sequence[str], vectors: dict[str, np.ndarray], dim: int) -> np.
 def hashing_embed(texts: list[str], dim: int = 256) -> np.ndarray:
     """A dependency-free stand-in embedder: hashed bag of stemmed words, unit length.
 
-    Deterministic across processes (crc32, not Python's salted hash). For tests and quick dry runs;
-    real builds use the product's sentence embedder."""
+    Deterministic across processes (crc32, not Python's salted hash) and across CPUs: bags of words
+    tie often (equal cosines in exact arithmetic), and a float32 matrix product rounds differently
+    with each BLAS kernel (AVX2 vs AVX-512), which flipped tied rankings and changed the examples
+    built. So each entry is rounded to a multiple of 2**-GRID_BITS: every product is then a multiple
+    of 2**-(2·GRID_BITS) and every partial sum fits float32's 24-bit mantissa exactly, in any order,
+    and ties stay ties for the stable sort to break by label. For tests and quick dry runs; real
+    builds use the product's sentence embedder."""
     import zlib
 
     from training.rationale import stem, words
 
-    out = np.zeros((len(texts), dim), dtype=np.float32)
+    out = np.zeros((len(texts), dim), dtype=np.float64)
     for i, text in enumerate(texts):
         for word in words(text):
             out[i, zlib.crc32(stem(word).encode("utf-8")) % dim] += 1.0
     norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.where(norms == 0, 1.0, norms)
+    unit = out / np.where(norms == 0, 1.0, norms)
+    return (np.round(unit * 2**HASHING_GRID_BITS) / 2**HASHING_GRID_BITS).astype(np.float32)
 
 
 class CachedEmbed:
