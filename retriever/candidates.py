@@ -33,3 +33,21 @@ class Candidate:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def citation(self) -> "Citation":
+        return Citation(self.id, self.question, self.answer, self.label, self.source, self.page)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """What an answer shows of its match: the `match` object of `ask --json` and of the REST API."""
+
+    id: str
+    question: str
+    answer: str
+    """The resolution text."""
+    label: str | None
+    source: str
+    """File the entry came from."""
+    page: int | None
+    """Page in the source document (None for CSV/JSONL rows)."""

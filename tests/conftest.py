@@ -27,7 +27,7 @@ os.environ.update(
 def judge_dtype() -> str:
     """The judge's dtype for this run: $AGENT_HELPER_JUDGE_DTYPE (as the product reads it), else auto.
     `AGENT_HELPER_JUDGE_DTYPE=bfloat16 make test` runs the whole suite, subprocesses included, in bf16."""
-    from ui.home import resolve_judge_dtype
+    from ui.settings import resolve_judge_dtype
 
     return resolve_judge_dtype(None)
 

@@ -24,7 +24,8 @@ def service(tmp_path_factory):
 def _client(service, **settings):
     from fastapi.testclient import TestClient
 
-    from ui.server import ServerSettings, create_app
+    from ui.server import create_app
+    from ui.settings import ServerSettings
 
     app = create_app(service, ServerSettings(warm_up=False, **settings))
     return TestClient(app)
@@ -86,7 +87,7 @@ def test_match_rejects_empty_tickets(client):
 
 
 def test_feedback_is_stored_and_exported(client, service, answered, tmp_path):
-    from ui.feedback import export_feedback
+    from app.feedback import export_feedback
 
     answer_id = answered["answer_id"]
     up = client.post("/api/v1/feedback", json={"answer_id": answer_id, "rating": "up"})
@@ -219,7 +220,8 @@ def test_login_protects_api_and_page(service):
 
 
 def test_without_login_the_page_is_open_and_only_local(client):
-    from ui.server import ServerSettings, SettingsError, check_host
+    from ui.server import check_host
+    from ui.settings import ServerSettings, SettingsError
 
     assert client.get("/config").status_code == 200
     open_settings = ServerSettings()
@@ -240,7 +242,7 @@ def test_without_login_the_page_is_open_and_only_local(client):
 
 
 def test_sanitize_filename():
-    from ui.service import UploadRejected, sanitize_filename
+    from app.uploads import UploadRejected, sanitize_filename
 
     assert sanitize_filename("../../etc/passwd.csv") == "passwd.csv"
     assert sanitize_filename("C:\\Users\\me\\FAQ 2024.PDF") == "FAQ 2024.pdf"
@@ -253,7 +255,7 @@ def test_sanitize_filename():
 
 
 def test_feedback_export_rules(tmp_path):
-    from ui.feedback import FeedbackStore, export_feedback
+    from app.feedback import FeedbackStore, export_feedback
 
     store = FeedbackStore(tmp_path / "feedback.sqlite")
     candidates = [{"id": "a", "question": "qa", "answer": "A", "label": None, "source": "s.csv", "page": None,

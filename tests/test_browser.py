@@ -108,7 +108,8 @@ def _page_target(port: int, timeout: float = 60) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from ui.server import ServerSettings, create_app
+    from ui.server import create_app
+    from ui.settings import ServerSettings
 
     with us.one_torch_thread():
         service = us.make_service(tmp_path_factory.mktemp("browser") / "home")

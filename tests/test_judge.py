@@ -24,16 +24,10 @@ from reasoner.backends import (  # noqa: E402
     read_adapter_metadata,
 )
 from reasoner.evaluate import evaluate, metrics, percentile  # noqa: E402
-from reasoner.judge import (  # noqa: E402
-    NO_CANDIDATES_REASONING,
-    Judge,
-    JudgeConfig,
-    Verdict,
-    combine,
-    pairwise_distribution,
-    reasoning_display,
-    retriever_distribution,
-)
+from reasoner.judge import NO_CANDIDATES_REASONING, Judge, JudgeConfig  # noqa: E402
+from reasoner.metadata import AdapterMetadata  # noqa: E402
+from reasoner.prompt import reasoning_display  # noqa: E402
+from reasoner.verdict import Verdict, combine, pairwise_distribution, retriever_distribution  # noqa: E402
 from retriever.candidates import Candidate  # noqa: E402
 
 
@@ -92,9 +86,9 @@ def test_pairwise_distribution_at_most_one_match():
 
 
 def test_judge_config_from_metadata_and_validation():
-    meta = {"prompt_version": P.PROMPT_VERSION, "prompt_format": "pairwise", "threshold": 0.6,
-            "judge_weight": 0.7, "base_model": "embedded", "metrics": {"accuracy": 0.9},
-            "calibration": {"retriever_temperature": 0.03, "retriever_none_similarity": 0.5}}
+    meta = {"prompt_version": P.PROMPT_VERSION, "prompt_format": "pairwise", "base_model": "embedded",
+            "metrics": {"accuracy": 0.9}, "calibration": {"threshold": 0.6, "judge_weight": 0.7,
+                                                          "retriever_temperature": 0.03, "retriever_none_similarity": 0.5}}
     c = JudgeConfig.from_metadata(meta, top_k=3)
     assert (c.prompt_format, c.threshold, c.judge_weight, c.top_k) == ("pairwise", 0.6, 0.7, 3)
     assert (c.retriever_temperature, c.retriever_none_similarity) == (0.03, 0.5)
@@ -177,7 +171,7 @@ def llama3_tokenizer():
 
 def scripted_judge(tokenizer, script, answer_logits, base="some/llama", **config):
     model = ScriptedModel(tokenizer, script, answer_logits, lead="Verdict:" if config.get("prompt_format") == "pairwise" else "Answer: ")
-    loaded = LoadedModel(model, tokenizer, ModelInfo(base, None, "test", "cpu", P.PROMPT_VERSION), {})
+    loaded = LoadedModel(model, tokenizer, ModelInfo(base, None, "test", "cpu", P.PROMPT_VERSION), AdapterMetadata())
     return Judge(loaded, JudgeConfig(**config))
 
 
@@ -347,7 +341,7 @@ def test_decide_many_gives_the_verdicts_of_decide(embedded):
 
 
 def test_commit_reading_keeps_the_doubt_where_the_reasoning_commits():
-    from reasoner.judge import _Row, commit_reading
+    from reasoner.decoding import DecodedRow as _Row, commit_reading
 
     cited = _Row([1], commit=(0.2, 0.6), cited=[0.5, 0.25, 0.25])  # wrote "[" then read digits
     assert commit_reading(cited, [0.0, 1.0, 0.0, 0.0]) == pytest.approx([0.25, 0.375, 0.1875, 0.1875])
@@ -387,8 +381,8 @@ def adapter_dir(embedded, tmp_path_factory):
     peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     folder = tmp_path_factory.mktemp("adapter")
     peft_model.save_pretrained(folder)
-    meta = {"prompt_version": P.PROMPT_VERSION, "prompt_format": "listwise", "threshold": 0.3,
-            "judge_weight": 0.25, "base_model": "embedded", "metrics": {}}
+    meta = {"prompt_version": P.PROMPT_VERSION, "prompt_format": "listwise", "base_model": "embedded",
+            "calibration": {"threshold": 0.3, "judge_weight": 0.25}, "metrics": {}}
     (folder / "agent_helper.json").write_text(json.dumps(meta))
     return folder
 
@@ -396,7 +390,7 @@ def adapter_dir(embedded, tmp_path_factory):
 def test_adapter_loads_merges_and_calibrates(adapter_dir, tmp_path_factory):
     loaded = load_model(ModelConfig(adapter=adapter_dir, cache_dir=tmp_path_factory.getbasetemp() / "agent-helper-models",
                                     dtype=judge_dtype()))
-    assert loaded.adapter_metadata["threshold"] == 0.3
+    assert loaded.adapter_metadata["calibration"]["threshold"] == 0.3
     assert loaded.info.adapter == str(adapter_dir)
     assert type(loaded.model).__name__ == "LlamaForCausalLM"  # merged into the weights
     assert (Judge(loaded).config.threshold, Judge(loaded).config.judge_weight) == (0.3, 0.25)

@@ -159,50 +159,34 @@ def test_option_that_is_not_one_token_is_refused(smollm2_tokenizer):
         P.option_token_ids(smollm2_tokenizer, P.VERDICT_LEAD, [" SAME", " DIFFERENT"])
 
 
-# --- parsers --------------------------------------------------------------------------------------
+# --- reading the output ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "text, n, choice, well_formed, reasoning",
+    "text, reasoning",
     [
-        ("Reasoning: Both ask for a reset.\nAnswer: 1", 2, 1, True, "Both ask for a reset."),
-        ("Reasoning: Nothing fits.\nAnswer: 0", 2, 0, True, "Nothing fits."),
-        ("Reasoning: Both ask for a reset.", 2, None, False, "Both ask for a reset."),  # no Answer line
-        ("Reasoning: hm.\nAnswer: 7", 2, None, False, "hm."),  # out of range
-        ("Reasoning: ok.\nAnswer: 2 because it matches.\nMore text", 2, 2, True, "ok."),  # extra text
-        ("reasoning: lower.\nanswer: 2", 2, 2, True, "lower."),  # lowercase
-        ("Reasoning: bracket.\nAnswer: [1]", 2, 1, True, "bracket."),
-        ("Answer: 1", 2, 1, False, ""),  # no reasoning prefix
-        ("", 2, None, False, ""),
-        ("Reasoning: a.\nAnswer: none", 2, None, False, "a.\nAnswer: none"),
+        ("Reasoning: Both ask for a reset.\nAnswer: 1", "Both ask for a reset."),
+        ("Reasoning: Nothing fits.\nAnswer: 0", "Nothing fits."),
+        ("Reasoning: Both ask for a reset.", "Both ask for a reset."),  # no Answer line (yet)
+        ("reasoning: lower.\nanswer: 2", "lower."),  # lowercase
+        ("Reasoning: mid-line Answer: 2", "mid-line"),
+        ("Answer: 1", ""),  # no reasoning
+        ("", ""),
     ],
 )
-def test_parse_listwise(text, n, choice, well_formed, reasoning):
-    parsed = P.parse_listwise(text, n)
-    assert (parsed.choice, parsed.well_formed, parsed.reasoning) == (choice, well_formed, reasoning)
+def test_final_reasoning_is_the_text_before_the_answer_line(text, reasoning):
+    assert P.final_reasoning(text, P.LISTWISE_LEAD) == reasoning
 
 
-@pytest.mark.parametrize(
-    "text, choice, well_formed",
-    [
-        ("Reasoning: same intent.\nVerdict: same", 1, True),
-        ("Reasoning: other intent.\nVerdict: different", 0, True),
-        ("Reasoning: x.\nVerdict: SAME", 1, True),
-        ("Reasoning: x.\nverdict: Different, clearly", 0, True),
-        ("Reasoning: x.", None, False),
-        ("Reasoning: x.\nVerdict: maybe", None, False),
-        ("Verdict: same", 1, False),
-    ],
-)
-def test_parse_pairwise(text, choice, well_formed):
-    parsed = P.parse_pairwise(text)
-    assert (parsed.choice, parsed.well_formed) == (choice, well_formed)
-
-
-def test_targets_round_trip():
-    assert P.parse_listwise(P.listwise_target(" why ", 3), 5).choice == 3
-    assert P.parse_pairwise(P.pairwise_target("why", False)).choice == 0
-    assert P.parse_pairwise(P.pairwise_target("why", True)).choice == 1
+def test_targets_round_trip_through_the_leads():
+    target = P.listwise_target(" why ", 3)
+    at_option = target.index(P.ANSWER_PREFIX) + len(P.CHOICE_LEAD)
+    assert P.LISTWISE_LEAD.complete(target[:at_option]) and not P.LISTWISE_LEAD.complete(target[: at_option - 1])
+    assert P.LISTWISE_LEAD.needs_gap(target[: at_option - 1])  # "Answer:" written, the space is fed
+    assert P.final_reasoning(target, P.LISTWISE_LEAD) == "why" and target[at_option:] == "3"
+    pair = P.pairwise_target("why", True)
+    assert P.PAIRWISE_LEAD.complete(pair[: pair.index(P.VERDICT_PREFIX) + len(P.VERDICT_PREFIX)])
+    assert P.final_reasoning(pair, P.PAIRWISE_LEAD) == "why"
 
 
 # --- documents are data ---------------------------------------------------------------------------
@@ -245,6 +229,6 @@ def test_pairwise_message_cleans_documents():
 def test_clean_text_truncates_and_flattens():
     assert P.clean_text("a\n\nb\tc", 100) == "a b c"
     long = "word " * 400
-    cut = P.clean_text(long, P.MAX_TICKET_CHARS)
-    assert len(cut) <= P.MAX_TICKET_CHARS and cut.endswith("…")
+    cut = P.clean_text(long, P.MAX_PROMPT_TICKET_CHARS)
+    assert len(cut) <= P.MAX_PROMPT_TICKET_CHARS and cut.endswith("…")
     assert P.ticket_is_truncated(long) and not P.ticket_is_truncated("short")

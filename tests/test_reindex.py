@@ -352,7 +352,7 @@ def test_cli_embedder_must_be_an_adapter_folder(tmp_path):
 
 def test_embedder_choice_from_option_env_or_shipped(monkeypatch, adapter):
     from retriever.embedder import default_adapter_path
-    from ui.home import EMBEDDER_ENV, resolve_home
+    from ui.settings import EMBEDDER_ENV, resolve_home
 
     monkeypatch.delenv(EMBEDDER_ENV, raising=False)
     assert resolve_home("h").embedder_adapter == default_adapter_path()
@@ -370,8 +370,8 @@ def test_service_uses_the_home_embedder_and_its_floor(tmp_path, embedder, adapte
     import shutil
 
     from retriever.embedder import shared_embedder
-    from ui.home import Home
-    from ui.service import AgentHelper
+    from app.home import Home
+    from app.service import AgentHelper
     from ui_support import model_config
 
     strict = tmp_path / "strict-adapter"  # same weights (same hash), a floor nothing reaches

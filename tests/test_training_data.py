@@ -254,7 +254,7 @@ def test_shuffled_render_moves_the_answer_and_its_references_with_the_candidates
 def test_web_page_feedback_export_trains(tmp_path):
     """What ui/feedback.py exports is what the trainer's feedback loader reads."""
     from retriever.candidates import Candidate
-    from ui.feedback import FeedbackStore, export_feedback
+    from app.feedback import FeedbackStore, export_feedback
 
     shown = [Candidate("a", "Where is my card?", "Card arrival", "card_arrival", "faq.pdf", 2, 0.81, 0.5),
              Candidate("b", "Change my PIN", "Change PIN", "change_pin", "faq.pdf", 3, 0.52, 0.4)]

@@ -98,9 +98,10 @@ def test_trains_end_to_end_and_the_reasoner_loads_the_adapter(workspace, tmp_pat
     assert not (out / "checkpoints").exists()
 
     meta = json.loads((out / "agent_helper.json").read_text())
-    for key in ("prompt_version", "prompt_format", "base_model", "threshold", "judge_weight",
-                "retriever_none_similarity", "metrics", "data_hash", "config", "backend", "wall_time_s"):
+    for key in ("prompt_version", "prompt_format", "base_model", "calibration", "metrics", "data_hash", "config",
+                "backend", "wall_time_s"):
         assert key in meta, key
+    assert {"threshold", "judge_weight", "retriever_none_similarity"} <= set(meta["calibration"])
     assert meta["backend"] == "transformers" and meta["prompt_format"] == "listwise"
     assert meta["metrics"]["verdicts"]["method"] == "judge"
     assert meta["metrics"]["verdicts"]["combined"]["n"] == 4
@@ -113,7 +114,7 @@ def test_trains_end_to_end_and_the_reasoner_loads_the_adapter(workspace, tmp_pat
     loaded = load_model(ModelConfig(base=str(workspace / "tiny"), adapter=out, device="cpu"))
     assert loaded.adapter_metadata["data_hash"] == meta["data_hash"]
     judge_config = JudgeConfig.from_metadata(loaded.adapter_metadata)
-    assert judge_config.threshold == meta["threshold"] and judge_config.top_k == 5
+    assert judge_config.threshold == meta["calibration"]["threshold"] and judge_config.top_k == 5
     example = read_examples(workspace / "validation.jsonl")[0]
     verdict = Judge(loaded, replace(judge_config, max_new_tokens=4)).decide(example.ticket, example.prompt_candidates())
     assert 0.0 <= verdict.confidence <= 1.0
@@ -160,7 +161,7 @@ def test_early_stopping_restores_the_best_checkpoint(workspace, tmp_path):
 
 
 def test_calibration_decides_exactly_like_the_judge():
-    from reasoner.judge import combine
+    from reasoner.verdict import combine
     from training import evaluation
 
     rng = random.Random(1)

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.filterwarnings("ignore::Warn
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    from ui.server import ServerSettings
+    from ui.settings import ServerSettings
     from ui.web import build_page, page_options
 
     with us.one_torch_thread():

@@ -3,7 +3,7 @@
 The judge is the real embedded model (SmolLM2-135M-Instruct via reasoner.backends), no adapter, with a
 short reasoning budget to keep the suite fast; its bf16 copy is cached under the system temp folder,
 so only the first run on a machine pays the GGUF conversion. Services over different homes share the
-loaded model (ui.service keeps one per process and configuration).
+loaded model (app/judges.py keeps one per process and configuration).
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def judge_config():
 
 def make_service(root: Path, *, ingest: bool = True):
     """An AgentHelper over a fresh home at `root`, the tiny FAQ ingested."""
-    from ui.home import Home
-    from ui.service import AgentHelper
+    from app.home import Home
+    from app.service import AgentHelper
 
     service = AgentHelper(Home(root), model_config(), judge_config())
     if ingest:

@@ -9,8 +9,8 @@ For each listwise validation example we get the judge's distribution over [none,
 
 Calibration searches the combination parameters the judge reads from agent_helper.json
 (judge_weight, threshold, retriever_temperature, retriever_none_similarity) for the best
-validation accuracy, with the exact rule of `reasoner.judge.combine` (vectorised here; a test
-checks both agree). The retriever alone is the same search with judge_weight = 0, so the two are
+validation accuracy, with the functions `reasoner.verdict.combine` itself runs (a test checks
+both agree). The retriever alone is the same search with judge_weight = 0, so the two are
 compared on the same examples.
 """
 
@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 
 from reasoner import prompt
+from reasoner.judge import JudgeConfig
+from reasoner.verdict import decide_matrix, mix_matrix
 from training.data.schema import Example, render
 
 WEIGHTS = tuple(round(x * 0.1, 1) for x in range(11))
@@ -83,11 +85,12 @@ def judge_with_reasoner(examples: Sequence[Example], model, tokenizer, judge_for
                         max_new_tokens: int, backend: str, progress=None, batch_size: int = 8) -> list[Judged]:
     """Judge each example with reasoner.judge.Judge over the in-memory model, in batches."""
     from reasoner.backends import LoadedModel, ModelInfo
-    from reasoner.judge import Judge, JudgeConfig
+    from reasoner.judge import Judge
+    from reasoner.metadata import AdapterMetadata
 
     info = ModelInfo(base="training", adapter=None, backend=backend, device=str(model.device),
                      prompt_version=prompt.PROMPT_VERSION)
-    judge = Judge(LoadedModel(model, tokenizer, info, {"prompt_format": judge_format}),
+    judge = Judge(LoadedModel(model, tokenizer, info, AdapterMetadata({"prompt_format": judge_format})),
                   JudgeConfig(prompt_format=judge_format, top_k=top_k, max_new_tokens=max_new_tokens))
     out = []
     for begin in range(0, len(examples), batch_size):
@@ -201,29 +204,11 @@ def _padded(judged: Sequence[Judged]):
     return judge, sims, np.array([j.gold for j in judged])
 
 
-def combined_matrix(judge: np.ndarray, sims: np.ndarray, weight: float, temperature: float,
-                    none_similarity: float) -> np.ndarray:
-    """reasoner.judge.combine's mix for many examples at once (index 0 = none)."""
-    logits = sims / temperature
-    logits[:, 0] = none_similarity / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    retriever = np.exp(logits)
-    retriever /= retriever.sum(axis=1, keepdims=True)
-    return weight * judge + (1 - weight) * retriever
-
-
-def decide_matrix(combined: np.ndarray, threshold: float) -> np.ndarray:
-    """Argmax (first on ties, as combine does); escalate (0) below the threshold."""
-    choice = combined.argmax(axis=1)
-    best = combined[np.arange(len(combined)), choice]
-    return np.where((choice == 0) | (best < threshold), 0, choice)
-
-
 def _none_similarities(sims: np.ndarray) -> list[float]:
     top = sims[:, 1:].max(axis=1)
     top = top[np.isfinite(top)]
     grid = {round(float(x), 3) for x in np.quantile(top, np.linspace(0.0, 1.0, 21))} if len(top) else set()
-    return sorted(grid | {0.45})
+    return sorted(grid | {JudgeConfig.retriever_none_similarity})
 
 
 def calibrate(judged: Sequence[Judged], weights: Sequence[float] = WEIGHTS) -> tuple[Calibration, dict]:
@@ -231,7 +216,7 @@ def calibrate(judged: Sequence[Judged], weights: Sequence[float] = WEIGHTS) -> t
     judge, sims, gold = _padded(judged)
     best, best_acc = None, -1.0
     for weight, temperature, none_sim in itertools.product(weights, TEMPERATURES, _none_similarities(sims)):
-        combined = combined_matrix(judge, sims, weight, temperature, none_sim)
+        combined = mix_matrix(judge, sims, weight, temperature, none_sim)
         for threshold in THRESHOLDS:
             accuracy = float((decide_matrix(combined, threshold) == gold).mean())
             if accuracy > best_acc + 1e-12:
@@ -241,7 +226,7 @@ def calibrate(judged: Sequence[Judged], weights: Sequence[float] = WEIGHTS) -> t
 
 def predictions(judged: Sequence[Judged], c: Calibration) -> list[int]:
     judge, sims, _ = _padded(judged)
-    combined = combined_matrix(judge, sims, c.judge_weight, c.retriever_temperature, c.retriever_none_similarity)
+    combined = mix_matrix(judge, sims, c.judge_weight, c.retriever_temperature, c.retriever_none_similarity)
     return decide_matrix(combined, c.threshold).tolist()
 
 

@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from reasoner import prompt
+from reasoner.judge import DEFAULT_MAX_NEW_TOKENS, JudgeConfig
+from reasoner.metadata import ADAPTER_METADATA as METADATA_FILE
+from reasoner.metadata import AdapterMetadata
 from training import evaluation
 from training.config import ConfigError, TrainConfig, check_base_model
 from training.dataset import Examples, judge_format, load_examples
 from training.models import Backend, checkpointing
 from training.tracking import check_tracking
 
-METADATA_FILE = "agent_helper.json"
 METRICS_FILE = "metrics.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"
 MAX_JUDGE_TOKENS = 64
@@ -258,7 +260,7 @@ def _judge_budget(cfg: TrainConfig, examples: Examples, tokenizer) -> int:
     sample = examples.train[:2000]
     lengths = sorted(completion_token_lengths(sample, tokenizer, cfg.data))
     if not lengths:
-        return 48
+        return DEFAULT_MAX_NEW_TOKENS
     p99 = lengths[min(len(lengths) - 1, math.ceil(0.99 * len(lengths)) - 1)]
     return min(MAX_JUDGE_TOKENS, p99 + 2)
 
@@ -298,18 +300,15 @@ def _versions() -> dict:
     return out
 
 
-def _metadata(cfg, backend, pre: Preflight, trainer, verdicts: dict, budget: int, extra: dict) -> dict:
-    from reasoner.judge import JudgeConfig
-
+def _metadata(cfg, backend, pre: Preflight, trainer, verdicts: dict, budget: int, extra: dict) -> AdapterMetadata:
     defaults = asdict(JudgeConfig())
     calibration = verdicts.get("calibration") or {k: defaults[k] for k in (
         "judge_weight", "threshold", "retriever_temperature", "retriever_none_similarity")}
     eval_losses = [r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r]
-    return {
+    return AdapterMetadata({
         "prompt_version": prompt.PROMPT_VERSION,
         "prompt_format": judge_format(cfg.data),
         "base_model": cfg.model.base,
-        **calibration,
         "top_k": cfg.data.top_k,
         "max_new_tokens": budget,
         "calibration": calibration,
@@ -325,13 +324,13 @@ def _metadata(cfg, backend, pre: Preflight, trainer, verdicts: dict, budget: int
         "versions": _versions(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **extra,
-    }
+    })
 
 
-def _finish_files(out: Path, cfg: TrainConfig, metadata: dict, best_step, tracker, log) -> None:
+def _finish_files(out: Path, cfg: TrainConfig, metadata: AdapterMetadata, best_step, tracker, log) -> None:
     from training.plots import plot_loss_curve
 
-    (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    metadata.write(out)
     try:
         plot_loss_curve(out / METRICS_FILE, out / LOSS_CURVE_FILE, best_step, f"{cfg.name}: loss")
     except ImportError:  # e.g. a bare GPU image: draw it later with `python -m training.plots RUN_DIR`

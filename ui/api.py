@@ -28,40 +28,18 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from ui.feedback import FeedbackError, UnknownAnswer
-from ui.service import AgentHelper
+from app.feedback import FeedbackError, FeedbackRecord, UnknownAnswer
+from app.service import MAX_TICKET_CHARS, AgentHelper, AnswerJSON
+from retriever.store import DocumentRecord
 
 if TYPE_CHECKING:
-    from ui.server import ServerSettings
+    from ui.settings import ServerSettings
 
 PREFIX = "/api/v1"
-MAX_TICKET_CHARS = 20_000
 
 
 class MatchRequest(BaseModel):
     ticket: str = Field(min_length=1, max_length=MAX_TICKET_CHARS, description="The customer's message.")
-
-
-class MatchedEntry(BaseModel):
-    id: str
-    question: str
-    answer: str = Field(description="The resolution text.")
-    label: str | None = None
-    source: str = Field(description="File the entry came from.")
-    page: int | None = Field(None, description="Page in the source PDF (null for CSV/JSONL rows).")
-
-
-class MatchResponse(BaseModel):
-    match: MatchedEntry | None = Field(description="null: nothing matches — escalate.")
-    confidence: float = Field(description="0–1: of the match, or of 'no match' when escalating.")
-    escalate: bool
-    reasoning: str
-    candidates: list[dict] = Field(description="What the judge compared, with similarity and probabilities.")
-    latency_s: float
-    none_probability: float | None = None
-    notes: list[str] = []
-    model: str = ""
-    answer_id: str | None = Field(None, description="Refer to it in POST /api/v1/feedback.")
 
 
 class FeedbackRequest(BaseModel):
@@ -72,31 +50,12 @@ class FeedbackRequest(BaseModel):
     )
 
 
-class FeedbackResponse(BaseModel):
-    answer_id: str
-    rating: Literal["up", "down"]
-    correct_id: str | None
-    created_at: float
-
-
-class DocumentOut(BaseModel):
-    id: str
-    name: str
-    sha256: str
-    pages: int
-    chunks: int
-    faq_pairs: int
-    passages: int
-    rows: int
-    added_at: float
-
-
 class UploadResult(BaseModel):
     file: str = Field(description="The name the client sent.")
     status: Literal["added", "unchanged", "failed"]
     message: str
     error: str | None = None
-    document: DocumentOut | None = None
+    document: DocumentRecord | None = None
 
 
 class UploadResponse(BaseModel):
@@ -142,7 +101,7 @@ def build_router(service: AgentHelper, settings: "ServerSettings") -> APIRouter:
             body.update(service.status())
         return body
 
-    @guarded.post("/match", response_model=MatchResponse, tags=["answers"])
+    @guarded.post("/match", response_model=AnswerJSON, tags=["answers"])
     def match(request: MatchRequest) -> dict:
         """Find the FAQ that answers a ticket, or say escalate (the `ask --json` object)."""
         from reasoner.backends import ModelLoadError
@@ -154,7 +113,7 @@ def build_router(service: AgentHelper, settings: "ServerSettings") -> APIRouter:
         except ModelLoadError as error:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
 
-    @guarded.post("/feedback", response_model=FeedbackResponse, tags=["answers"])
+    @guarded.post("/feedback", response_model=FeedbackRecord, tags=["answers"])
     def feedback(request: FeedbackRequest) -> dict:
         """👍/👎 on an answer and/or the right candidate's id ('none' = it should have escalated)."""
         try:
@@ -164,7 +123,7 @@ def build_router(service: AgentHelper, settings: "ServerSettings") -> APIRouter:
         except FeedbackError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
 
-    @guarded.get("/documents", response_model=list[DocumentOut], tags=["documents"])
+    @guarded.get("/documents", response_model=list[DocumentRecord], tags=["documents"])
     def documents() -> list[dict]:
         return [asdict(d) for d in service.documents()]
 
@@ -184,14 +143,14 @@ def build_router(service: AgentHelper, settings: "ServerSettings") -> APIRouter:
                                     max_bytes=settings.max_upload_bytes)
             results.append(UploadResult(
                 file=name, status=result.status, message=result.message().strip(), error=result.error,
-                document=DocumentOut(**asdict(result.document)) if result.document else None,
+                document=result.document,
             ))
         failed = sum(r.status == "failed" for r in results)
         code = 200 if not failed else 400 if failed == len(results) else 207
         body = UploadResponse(results=results, documents=len(service.documents()))
         return JSONResponse(body.model_dump(), status_code=code)
 
-    @guarded.delete("/documents/{doc_id}", response_model=DocumentOut, tags=["documents"])
+    @guarded.delete("/documents/{doc_id}", response_model=DocumentRecord, tags=["documents"])
     def delete(doc_id: str) -> dict:
         """Remove a document, its chunks and its uploaded file."""
         try:

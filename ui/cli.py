@@ -11,9 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from ui.home import (
-    BASE_EMBEDDER, DTYPES, EMBEDDER_ENV, JUDGE_DTYPE_ENV, MALLOC_ENV, EmbedderChoiceError, Home,
-    apply_offline_env, load_embedder, missing_malloc_env, resolve_home, resolve_judge_dtype,
+from app.home import Home, load_embedder
+from ui.settings import (
+    BASE_EMBEDDER, DTYPES, EMBEDDER_ENV, JUDGE_DTYPE_ENV, MALLOC_ENV, ServerSettings, SettingsError, apply_offline_env,
+    missing_malloc_env, resolve_home, resolve_judge_dtype,
 )
 
 
@@ -127,31 +128,32 @@ def cmd_search(args) -> int:
 
 
 def _service(args, log_answers: bool = True):
-    from ui.service import AgentHelper
+    from app.service import AgentHelper
 
     return AgentHelper(args.home, _model_config(args), log_answers=log_answers)
 
 
 def _model_config(args):
-    from ui.service import default_model_config
+    from app.judges import default_model_config
 
-    return default_model_config(args.home, base=args.model, adapter=args.adapter,
+    return default_model_config(args.home.models, base=args.model, adapter=args.adapter,
                                 dtype=resolve_judge_dtype(args.dtype))
 
 
 def _print_answer(answer) -> None:
-    if answer.escalate or answer.match is None:
-        print(f"\nNO MATCH — ESCALATE (confidence {answer.confidence:.2f})")
+    from app.views import AnswerView
+
+    view = AnswerView.of(answer)
+    if view.escalate:
+        print(f"\nNO MATCH — ESCALATE (confidence {view.confidence})")
     else:
-        m = answer.match
-        where = m.source + (f", page {m.page}" if m.page else "")
-        print(f"\nMATCH ({answer.confidence:.2f}): {m.question}\n\n{m.answer}\n\nsource: {where}")
-    for note in answer.notes:
+        print(f"\nMATCH ({view.confidence}): {view.question}\n\n{view.resolution}\n\nsource: {view.source}")
+    for note in view.notes:
         print(f"note: {note}")
     print("\ncandidates:")
-    for c in answer.candidates:
-        print(f"  {c.to_dict() if hasattr(c, 'to_dict') else c}")
-    print(f"({answer.latency_s:.2f}s, {answer.model})")
+    for c in view.candidates:
+        print(f"  [{c.number}] {c.question} — similarity {c.similarity:.2f}, combined {c.combined:.2f} ({c.source}, id {c.id})")
+    print(f"({view.latency_s:.2f}s, {view.model})")
 
 
 def cmd_ask(args) -> int:
@@ -218,7 +220,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ui.server import ServerSettings, SettingsError, serve
+    from ui.server import serve
 
     try:
         serve(args.home, args.host, args.port, ServerSettings.from_env(), model_config=_model_config(args))
@@ -229,7 +231,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_feedback_export(args) -> int:
-    from ui.feedback import export_feedback
+    from app.feedback import export_feedback
 
     count = export_feedback(args.home.feedback_db, args.file)
     print(f"wrote {count} feedback examples to {args.file}")
@@ -337,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.home = resolve_home(args.home, args.embedder)
         resolve_judge_dtype(getattr(args, "dtype", None))
-    except (EmbedderChoiceError, ValueError) as error:
+    except SettingsError as error:
         print(f"agent-helper: {error}", file=sys.stderr)
         return 2
     from retriever.store import StoreError

@@ -1,0 +1,88 @@
+"""One loaded judge per process and configuration, shared by every service (and test) in it.
+
+Loading the model takes seconds (the first load of the embedded model ~15 s), so a judge is loaded
+once per (model config, judge config, search embedder) and kept; services over different homes share
+it. Without an explicit judge config the judge is calibrated for the embedder that finds the
+candidates (its similarity scale), so the embedder is part of the key.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from reasoner.backends import EMBEDDED, ModelConfig, default_adapter_path
+from reasoner.judge import Judge, JudgeConfig
+
+
+def default_model_config(models_dir: Path, base: str = EMBEDDED, adapter: Path | None = None,
+                         dtype: str = "auto") -> ModelConfig:
+    """The embedded model (with the shipped adapter when there is one), cached under `models_dir`."""
+    return ModelConfig(base=base, adapter=adapter if adapter is not None else default_adapter_path(),
+                       cache_dir=models_dir, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class SearchEmbedder:
+    """What the judge's calibration depends on in the embedder that found the candidates."""
+
+    hash: str | None = None
+    """Picks the adapter's calibration made with this embedder's similarities, when it has one."""
+    escalate_below: float | None = None
+    """Nothing this close: escalate without asking the model."""
+
+    @classmethod
+    def of(cls, embedder) -> "SearchEmbedder":
+        return cls(getattr(embedder, "hash", None), getattr(embedder, "escalate_below", None))
+
+
+@dataclass
+class SharedJudge:
+    judge: Judge
+    slots: threading.Semaphore
+    """Generations running at once on this model (on a CPU, parallel decoding only slows each)."""
+
+
+_JUDGES: dict[tuple, SharedJudge] = {}
+_LOADING = threading.Lock()
+"""Serialises loads only: reading _JUDGES (status lines) never waits for a load in progress."""
+
+
+def _key(model_config: ModelConfig, judge_config: JudgeConfig | None, embedder: SearchEmbedder) -> tuple:
+    return (model_config, judge_config, embedder if judge_config is None else None)
+
+
+def loaded_judge(model_config: ModelConfig, judge_config: JudgeConfig | None,
+                 embedder: SearchEmbedder = SearchEmbedder()) -> SharedJudge | None:
+    """The judge if it is loaded already (never loads)."""
+    return _JUDGES.get(_key(model_config, judge_config, embedder))
+
+
+def shared_judge(model_config: ModelConfig, judge_config: JudgeConfig | None, slots: int,
+                 embedder: SearchEmbedder = SearchEmbedder()) -> SharedJudge:
+    """The judge for this configuration, loaded on first use; concurrent first calls wait for one load.
+
+    `judge_config` None = the adapter's values calibrated for the search embedder, with its
+    `escalate_below`."""
+    key = _key(model_config, judge_config, embedder)
+    shared = _JUDGES.get(key)
+    if shared is not None:
+        return shared
+    from reasoner.backends import load_model
+
+    with _LOADING:
+        shared = _JUDGES.get(key)
+        if shared is None:
+            # Another judge config over the same model reuses its weights and generation slots.
+            same_model = next((s for k, s in _JUDGES.items() if k[0] == model_config), None)
+            loaded = same_model.judge.loaded if same_model else load_model(model_config)
+            if judge_config is None:
+                judge_config = JudgeConfig.from_metadata(loaded.adapter_metadata, embedder_hash=embedder.hash,
+                                                         escalate_below=embedder.escalate_below)
+            slots_held = same_model.slots if same_model else threading.BoundedSemaphore(max(1, slots))
+            shared = _JUDGES[key] = SharedJudge(Judge(loaded, judge_config), slots_held)
+        return shared
+
+
+__all__ = ["SearchEmbedder", "SharedJudge", "default_model_config", "loaded_judge", "shared_judge"]

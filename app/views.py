@@ -1,0 +1,88 @@
+"""What an agent is shown of an answer: one view model that the page, the command line and the API render.
+
+Pure data (no HTML, no terminal codes): each interface formats the same facts in its own way, so
+they cannot disagree about what an answer says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.feedback import NONE_ID
+from reasoner.verdict import Verdict
+
+
+def percent(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def where(source: str, page: int | None) -> str:
+    """A citation: the file, and the page when there is one."""
+    return f"{source}, page {page}" if page else source
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    number: int
+    question: str
+    similarity: float
+    combined: float
+    source: str
+    """The citation (file, page)."""
+    id: str
+
+
+@dataclass(frozen=True)
+class AnswerView:
+    escalate: bool
+    confidence: str
+    """"87%": of the match, or of "no match" when escalating."""
+    resolution: str
+    """The matched answer text ("" when escalating): what the agent copies into the reply."""
+    question: str
+    """The matched FAQ's question, or (escalating) the closest entry's."""
+    source: str
+    """Citation of the match, or of the closest entry."""
+    similarity: float | None
+    label: str | None
+    reasoning: str
+    latency_s: float
+    notes: list[str] = field(default_factory=list)
+    candidates: list[CandidateRow] = field(default_factory=list)
+    choices: list[tuple[str, str]] = field(default_factory=list)
+    """(shown text, id) of the entries an agent may name as the right one; the last is "none"."""
+    answer_id: str | None = None
+    model: str = ""
+
+    @property
+    def headline(self) -> str:
+        return "No match — escalate" if self.escalate else f"Match · {self.confidence} confidence"
+
+    @classmethod
+    def of(cls, verdict: Verdict, retrieved=None, answer_id: str | None = None) -> "AnswerView":
+        """From a Verdict (or the service's Answer, which carries `retrieved` and `answer_id`)."""
+        retrieved = retrieved if retrieved is not None else getattr(verdict, "retrieved", [])
+        answer_id = answer_id if answer_id is not None else getattr(verdict, "answer_id", None)
+        shown = verdict.match or (verdict.candidates[0].candidate if verdict.candidates else None)
+        return cls(
+            escalate=verdict.escalate,
+            confidence=percent(verdict.confidence),
+            resolution="" if verdict.escalate or verdict.match is None else verdict.match.answer,
+            question=shown.question if shown else "",
+            source=where(shown.source, shown.page) if shown else "",
+            similarity=shown.score if shown else None,
+            label=verdict.match.label if verdict.match else None,
+            reasoning=verdict.reasoning,
+            latency_s=verdict.latency_s,
+            notes=list(verdict.notes),
+            candidates=[CandidateRow(s.number, s.candidate.question, s.candidate.score, s.combined,
+                                     where(s.candidate.source, s.candidate.page), s.candidate.id)
+                        for s in verdict.candidates],
+            choices=[(f"{c.id} — {c.question[:90]}", c.id) for c in retrieved]
+            + [("none — nothing matches: escalate", NONE_ID)],
+            answer_id=answer_id,
+            model=verdict.model,
+        )
+
+
+__all__ = ["AnswerView", "CandidateRow", "percent", "where"]
