@@ -113,7 +113,7 @@ def _judged_row(row: dict, verdict) -> dict:
 
 
 def as_judged(row: dict, reading: str = "answer"):
-    from training.evaluation import Judged
+    from training.judge.evaluation import Judged
 
     labels = row["labels"]
     judge = row.get("readings", {}).get(reading, row["judge"])
@@ -132,7 +132,7 @@ def set_metrics(rows: list[dict], choices: list[int]) -> dict:
 
 
 def report(args) -> None:
-    from training.evaluation import WEIGHTS, calibrate
+    from training.judge.evaluation import WEIGHTS, calibrate
 
     rows = [json.loads(line) for line in (args.work / "judged.jsonl").open(encoding="utf-8")]
     random.Random(args.seed).shuffle(rows)  # halves mix the sets evenly
@@ -163,7 +163,7 @@ def report(args) -> None:
 
 
 def _variants_above_floor(judged: list) -> dict[str, list[int]]:
-    from training.evaluation import WEIGHTS, argmax_predictions, cross_fitted_predictions
+    from training.judge.evaluation import WEIGHTS, argmax_predictions, cross_fitted_predictions
 
     return {
         "retriever calibrated": cross_fitted_predictions(judged, (0.0,)),

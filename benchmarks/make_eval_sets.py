@@ -6,7 +6,8 @@ giving, per dataset, `<name>_knowledge.csv` (question, answer, label, id) and `<
 (ticket, label; label null = out of scope, the right answer is to escalate).
 
 Split rules (deterministic, the same everywhere in this repo):
-- Banking77: a ticket is held out when sha1(text) % 10 == 0 (~10%); the rest is the knowledge base.
+- Banking77: a ticket is held out when sha1(text) % 10 == 0 (~10%; training/splits.py, unseeded);
+  the rest is the knowledge base.
 - CLINC150: its own `val` + `oos_val` are held out; `train` is the knowledge base (oos_train is
   not knowledge: nothing in the knowledge base answers it).
 - HINT3 (SOF Mattress, Curekart, Powerplay11 train files; their test files stay held out and are
@@ -21,13 +22,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-def held_out(text: str, modulus: int = 10) -> bool:
-    return int(hashlib.sha1(text.encode("utf-8")).hexdigest(), 16) % modulus == 0
+from training.splits import held_out  # noqa: E402
+
+HELD_OUT_SHARE = 0.1
+"""Banking77 and HINT3 tickets held out (the split's unseeded rule: sha1(text) ends in 0)."""
 
 
 def humanise(label: str) -> str:
@@ -48,10 +52,16 @@ def _write(out: Path, name: str, knowledge: list[tuple[str, str]], val: list[tup
     print(f"{name}: {len(knowledge)} knowledge rows, {len(val)} held-out tickets")
 
 
+def _split(rows: list[tuple[str, str]]) -> tuple[list, list]:
+    """(knowledge, held-out tickets) by training/splits.py's unseeded rule."""
+    held = [held_out(text, HELD_OUT_SHARE) for text, _ in rows]
+    return [r for r, h in zip(rows, held) if not h], [r for r, h in zip(rows, held) if h]
+
+
 def banking77(datasets: Path, out: Path) -> None:
     with (datasets / "banking77" / "train.csv").open(encoding="utf-8") as handle:
         rows = [(r["text"], r["category"]) for r in csv.DictReader(handle)]
-    _write(out, "banking77", [r for r in rows if not held_out(r[0])], [r for r in rows if held_out(r[0])])
+    _write(out, "banking77", *_split(rows))
 
 
 def clinc150(datasets: Path, out: Path) -> None:
@@ -69,7 +79,7 @@ def hint3(datasets: Path, out: Path) -> None:
         with (datasets / "hint3" / f"{company}_train.csv").open(encoding="utf-8", newline="") as handle:
             rows += [(r["sentence"].strip(), f"{company}:{r['label'].strip()}") for r in csv.DictReader(handle)
                      if r["sentence"].strip() and r["label"].strip()]
-    _write(out, "hint3", [r for r in rows if not held_out(r[0])], [r for r in rows if held_out(r[0])])
+    _write(out, "hint3", *_split(rows))
 
 
 def main() -> None:

@@ -112,8 +112,8 @@ def run_one(backend_name: str, steps: int, model_dir: Path, out: Path, extra: li
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
     os.environ.setdefault("UNSLOTH_DISABLE_CPU_FALLBACK", "1")
     sys.path.insert(0, str(REPO))
-    from training.config import load_config
-    from training.models import choose_backend, import_unsloth_first
+    from training.judge.config import load_config
+    from training.judge.models import choose_backend, import_unsloth_first
 
     overrides = [f'model.base="{model_dir}"', f'model.backend="{backend_name}"', f"train.max_steps={steps}",
                  "train.early_stopping_patience=0", 'eval.method="none"', 'tracking.backend="none"',
@@ -123,7 +123,7 @@ def run_one(backend_name: str, steps: int, model_dir: Path, out: Path, extra: li
     import_unsloth_first(backend)  # before transformers, in this fresh process
     import torch
 
-    from training.trainer import train
+    from training.judge.trainer import train
 
     records: list = []
     started = time.perf_counter()

@@ -55,7 +55,7 @@ NONE_CHOICE = 0
 # space off digits, so " 1" is two tokens); the verdict word carries its own leading space.
 CHOICE_LEAD = ANSWER_PREFIX + " "
 # How listwise reasoning commits, after naming what the ticket asks: "[N] …" cites the candidate it
-# picks, "Closest [1] … None fits." rejects them all (training/rationale.py writes it so). The
+# picks, "Closest [1] … None fits." rejects them all (training/judge/rationale.py writes it so). The
 # judge reads its decision where the model writes one of these (see reasoner/judge.py).
 CANDIDATE_REF = "["
 NONE_LEAD = "Closest"

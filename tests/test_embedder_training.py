@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.__main__ import main as train_main
+from ui.cli import main as cli_main
 from training.embedder.data import LabelledText, LabelledData, split
 from training.embedder.config import DataSection
 from training.embedder.pairs import Triplet
@@ -46,7 +46,8 @@ def write_tickets(path: Path) -> Path:
 
 def write_config(folder: Path, data: str = 'files = ["tickets.csv"]', extra: str = "") -> Path:
     path = folder / "embedder.toml"
-    path.write_text(f"""
+    path.write_text(f"""recipe = "embedder"
+
 [embedder]
 base = "packaged"
 
@@ -72,7 +73,7 @@ def trained(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("embedder")
     write_tickets(folder / "tickets.csv")
     out = folder / "adapter"
-    code = train_main(["--config", str(write_config(folder)), "--home", str(folder / "home"), "--out", str(out)])
+    code = cli_main(["--home", str(folder / "home"), "train", "--config", str(write_config(folder)), "--out", str(out)])
     assert code == 0
     return out
 
@@ -105,7 +106,7 @@ def test_adapter_loads_in_the_product_embedder(trained):
 
 
 def _error(folder: Path, capsys, config: Path) -> str:
-    code = train_main(["--config", str(config), "--home", str(folder / "home"), "--out", str(folder / "out")])
+    code = cli_main(["--home", str(folder / "home"), "train", "--config", str(config), "--out", str(folder / "out")])
     assert code == 2
     assert not (folder / "out").exists()  # nothing started
     return capsys.readouterr().err
@@ -131,7 +132,7 @@ def test_csv_without_label_column_is_an_error_before_training(tmp_path, capsys):
 def test_check_validates_and_stops(tmp_path, capsys):
     write_tickets(tmp_path / "tickets.csv")
     config = write_config(tmp_path)
-    assert train_main(["--config", str(config), "--home", str(tmp_path / "home"), "--check"]) == 0
+    assert cli_main(["--home", str(tmp_path / "home"), "train", "--config", str(config), "--check"]) == 0
     out = capsys.readouterr().out
     assert "backend: sentence-transformers" in out and "config OK" in out
     assert not (tmp_path / "home").exists()
@@ -177,10 +178,11 @@ def test_batches_never_hold_a_label_twice():
 
 def test_shipped_config_and_adapter():
     from retriever.embedder import Embedder, default_adapter_path
-    from training.embedder.config import is_embedder_config, load_embedder_config
+    from training.embedder.config import load_embedder_config
+    from training.recipes import recipe_of
 
     config = Path(__file__).resolve().parents[1] / "training" / "configs" / "minilm-embedder.toml"
-    assert is_embedder_config(config)
+    assert recipe_of(config).name == "embedder"
     cfg = load_embedder_config(config)
     assert cfg.data.sources == ["banking77", "clinc150", "bitext"] and len(cfg.data.exclude) == 3
     adapter = default_adapter_path()

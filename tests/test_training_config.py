@@ -10,11 +10,12 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from training.__main__ import main as train_main  # noqa: E402
-from training.config import ConfigError, load_config, parse_override  # noqa: E402
-from training.data import build, mining  # noqa: E402
-from training.data.schema import write_examples  # noqa: E402
-from training.trainer import preflight  # noqa: E402
+from ui.cli import main as cli_main  # noqa: E402
+from training.config import ConfigError, parse_override  # noqa: E402
+from training.judge.config import load_config  # noqa: E402
+from training.judge.data import build, mining  # noqa: E402
+from training.judge.data.schema import write_examples  # noqa: E402
+from training.judge.trainer import preflight  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,7 @@ def data(tmp_path):
 
 def write_config(folder: Path, body: str) -> Path:
     path = folder / "run.toml"
-    path.write_text('[model]\nbase = "model"\n[data]\ntrain = "train.jsonl"\nvalidation = "validation.jsonl"\n'
+    path.write_text('recipe = "judge"\n[model]\nbase = "model"\n[data]\ntrain = "train.jsonl"\nvalidation = "validation.jsonl"\n'
                     "[tracking]\nbackend = \"none\"\n" + body)
     return path
 
@@ -133,13 +134,13 @@ def test_overrides():
 
 def test_cli_reports_errors_and_exits_2(data, capsys):
     path = write_config(data, "[train]\nwarmup = 1\n")
-    assert train_main(["--config", str(path), "--home", str(data / "home")]) == 2
+    assert cli_main(["--home", str(data / "home"), "train", "--config", str(path)]) == 2
     assert "unknown key(s) train.warmup" in capsys.readouterr().err
 
 
 def test_cli_check_stops_before_training(data, capsys):
     path = write_config(data, "")
-    assert train_main(["--config", str(path), "--home", str(data / "home"), "--check"]) == 0
+    assert cli_main(["--home", str(data / "home"), "train", "--config", str(path), "--check"]) == 0
     out = capsys.readouterr().out
     assert "backend: transformers + PEFT on cpu" in out and "config OK" in out
     assert not (data / "home").exists()

@@ -13,12 +13,14 @@ from dataclasses import replace
 import pytest
 
 from reasoner import prompt
-from training import rationale
-from training.data import build, mining
-from training.data.__main__ import main as data_main
-from training.data.feedback import example_from_feedback, load_feedback
-from training.data.schema import DataError, read_examples, text_key, write_examples
-from training.data.sources import License, Row, Source, humanise
+from training.judge import rationale
+from training.judge.data import build, mining
+from training.judge.data.__main__ import main as data_main
+from training.judge.data.feedback import example_from_feedback, load_feedback
+from training.datasets import DataError
+from training.judge.data.schema import read_examples, write_examples
+from training.splits import text_key
+from training.datasets import License, Row, Source, humanise
 
 TOPICS = {
     "card_arrival": ["card", "arrive", "delivery", "post", "mail"],
@@ -62,7 +64,7 @@ def test_same_seed_gives_identical_bytes(tmp_path):
 
 
 def test_cli_build_is_deterministic_and_writes_manifest(tmp_path, monkeypatch):
-    monkeypatch.setattr("training.data.sources.load", lambda names, root: [synthetic_source()])
+    monkeypatch.setattr("training.datasets.load", lambda names, root: [synthetic_source()])
     args = ["build", "--sources-dir", str(tmp_path), "--out", "", "--embedder", "hashing", "--seed", "5"]
     for name in ("one", "two"):
         args[4] = str(tmp_path / name)
@@ -214,7 +216,7 @@ def test_render_uses_the_prompt_module_and_top_k_cut():
             text = "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages)
             return text + ("<assistant>" if add_generation_prompt else "")
 
-    from training.data.schema import render
+    from training.judge.data.schema import render
 
     example = next(e for e in run_build().train if e.format == prompt.LISTWISE and e.choice >= 2)
     full_prompt, completion = render(example, Template())
@@ -222,7 +224,7 @@ def test_render_uses_the_prompt_module_and_top_k_cut():
     assert completion.startswith(prompt.listwise_target(example.reasoning, example.choice))
     _, cut = render(example, Template(), top_k=example.choice - 1)
     assert f"{prompt.ANSWER_PREFIX} 0" in cut and "None fits." in cut
-    from training.data.schema import shuffled
+    from training.judge.data.schema import shuffled
 
     shown, choice, reasoning = shuffled(example.id, example.prompt_candidates(), example.choice, example.reasoning)
     mixed_prompt, mixed = render(example, Template(), shuffle=True)
@@ -233,7 +235,7 @@ def test_render_uses_the_prompt_module_and_top_k_cut():
 def test_shuffled_render_moves_the_answer_and_its_references_with_the_candidates():
     """Training shows candidates in a seeded order: the right one lands anywhere, the reasoning
     cites it by its new number, and the same example always renders the same way."""
-    from training.data.schema import shuffled
+    from training.judge.data.schema import shuffled
 
     examples = [e for e in run_build().train if e.format == prompt.LISTWISE and e.choice >= 1]
     positions = set()
@@ -273,7 +275,7 @@ def test_web_page_feedback_export_trains(tmp_path):
 
 def test_excluded_eval_tickets_appear_nowhere(tmp_path, monkeypatch):
     source = synthetic_source()
-    monkeypatch.setattr("training.data.sources.load", lambda names, root: [synthetic_source()])
+    monkeypatch.setattr("training.datasets.load", lambda names, root: [synthetic_source()])
     held = [r.text for r in source.tickets[::5]] + OOS[:3]
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"ticket": t.upper(), "label": None}) + "\n" for t in held))
     out = tmp_path / "out"

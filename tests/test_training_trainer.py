@@ -13,11 +13,11 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from training.config import load_config  # noqa: E402
-from training.data import build, mining  # noqa: E402
-from training.data.schema import read_examples, write_examples  # noqa: E402
+from training.judge.config import load_config  # noqa: E402
+from training.judge.data import build, mining  # noqa: E402
+from training.judge.data.schema import read_examples, write_examples  # noqa: E402
 
-BASE_CONFIG = """
+BASE_CONFIG = """recipe = "judge"
 [model]
 base = "tiny"
 backend = "transformers"
@@ -62,7 +62,7 @@ def isolated_home(tmp_path, monkeypatch):
 def workspace(tmp_path_factory):
     from test_training_data import synthetic_source
 
-    from training.tiny import save_tiny
+    from training.judge.tiny import save_tiny
 
     folder = tmp_path_factory.mktemp("trainer")
     result = build.build([synthetic_source(10)], build.BuildOptions(seed=3, validation_share=0.3),
@@ -86,7 +86,7 @@ def write_config(folder: Path, name: str, **values) -> Path:
 def test_trains_end_to_end_and_the_reasoner_loads_the_adapter(workspace, tmp_path):
     from reasoner.backends import ModelConfig, load_model
     from reasoner.judge import Judge, JudgeConfig
-    from training.trainer import train
+    from training.judge.trainer import train
 
     cfg = load_config(write_config(workspace, "e2e", method="judge", tracking="mlflow"))
     result = train(cfg, home=tmp_path / "app", log=lambda line: None)
@@ -141,7 +141,7 @@ def _unlearnable_validation(folder: Path) -> None:
 def test_early_stopping_restores_the_best_checkpoint(workspace, tmp_path):
     from safetensors.torch import load_file
 
-    from training.trainer import train
+    from training.judge.trainer import train
 
     _unlearnable_validation(workspace)
     # The validation loss first falls (the chat structure and answer line are shared), then rises as
@@ -162,7 +162,7 @@ def test_early_stopping_restores_the_best_checkpoint(workspace, tmp_path):
 
 def test_calibration_decides_exactly_like_the_judge():
     from reasoner.verdict import combine
-    from training import evaluation
+    from training.judge import evaluation
 
     rng = random.Random(1)
     judged = []
@@ -190,7 +190,7 @@ def test_completion_loss_equals_the_models_own_loss(workspace):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from training.trainer import completion_loss
+    from training.judge.trainer import completion_loss
 
     model = AutoModelForCausalLM.from_pretrained(workspace / "tiny", dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))

@@ -2,5 +2,5 @@
 
 config.py (TOML -> dataclasses), data.py (labelled rows, split), pairs.py (triplets with hard
 negatives), sampler.py (label-aware batches), evaluation.py (top-1, recall@5, escalate_below),
-trainer.py (the recipe), command.py (what `python -m training` runs for an [embedder] config).
+trainer.py (the recipe), command.py (check / train / report for a `recipe = "embedder"` config).
 """

@@ -1,16 +1,15 @@
-"""`python -m training --config CONFIG` for an embedder config (one with an `[embedder]` table):
-check, train, and print what came out. `training/__main__.py` dispatches here."""
+"""The embedder recipe from the command line (`agent-helper train --config` a `recipe = "embedder"`
+TOML): check, train, and print what came out."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from training.embedder.config import load_embedder_config
+from training.embedder.config import EmbedderConfig
 from training.embedder.trainer import EmbedderRun, describe_backend, preflight, train
 
 
-def run(config: Path, home: Path, overrides: list[str], check: bool = False) -> int:
-    cfg = load_embedder_config(config, overrides)
+def run(cfg: EmbedderConfig, home: Path, check: bool = False) -> int:
     prepared = preflight(cfg)
     if check:
         print(f"backend: {describe_backend()}")

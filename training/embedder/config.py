@@ -1,7 +1,6 @@
 """Embedder fine-tuning configuration: TOML -> typed dataclasses, checked before any model loads.
 
-A config is an embedder config when it has an `[embedder]` table (judge configs have `[model]`);
-`python -m training --config FILE` dispatches on that. Sections: [embedder], [data], [lora],
+A config names this recipe at its top (`recipe = "embedder"`; training/recipes.py). Sections: [embedder], [data], [lora],
 [train], [tracking], [output]. Each field is documented once, here. Relative paths are resolved
 against the config file's folder (against the current directory when given with `--set`), like
 the judge's configs: the loader helpers are shared with `training/config.py`.
@@ -12,14 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.config import (
-    ConfigError,
-    RunConfig,
-    TrackingSection,
-    read_config,
-    read_toml,
-    resolve_path_fields,
-)
+from training.config import ConfigError, RunConfig, TrackingSection, read_config, resolve_path_fields
 
 PACKAGED = "packaged"
 BERT_LORA_MODULES = ("query", "key", "value", "dense")
@@ -42,7 +34,7 @@ class DataSection:
     """Labelled knowledge files in the ingest format (CSV or JSONL with `question` and `label`,
     optional `answer`, `id`): each file is one knowledge base."""
     sources: list[str] = field(default_factory=list)
-    """Dataset readers from training/data/sources.py (banking77, clinc150, bitext, hint3_*,
+    """Dataset readers from training/datasets.py (banking77, clinc150, bitext, hint3_*,
     stackfaq), read from `sources_dir`; each dataset is one knowledge base."""
     sources_dir: str = ""
     """Folder of the datasets (../shared/datasets), required with `sources`."""
@@ -142,15 +134,6 @@ POSITIVE = {("embedder", "max_seq_length"), ("lora", "r"), ("lora", "alpha"), ("
             ("train", "logging_steps"), ("train", "learning_rate"), ("train", "scale")}
 SHARES = {("data", "validation_share"), ("data", "heldout_label_share"), ("lora", "dropout"),
           ("train", "warmup_ratio")}
-
-
-def is_embedder_config(path: Path) -> bool:
-    """An `[embedder]` table marks the embedder recipe; anything unreadable is left to the judge
-    loader, whose errors already say what is wrong with the file."""
-    try:
-        return isinstance(read_toml(path).get("embedder"), dict)
-    except ConfigError:
-        return False
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:

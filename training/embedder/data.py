@@ -1,7 +1,7 @@
 """Labelled texts for the embedder: read, cleaned, and split into knowledge and validation.
 
 Rows come from knowledge files in the ingest format (`question`, `label`, optional `answer`) and
-from the dataset readers of `training/data/sources.py`. Each file or dataset is its own knowledge
+from the dataset readers of `training/datasets.py`. Each file or dataset is its own knowledge
 base (`group`): pairs, hard negatives and nearest-neighbour metrics never cross groups, as a
 company's tickets are only ever matched against its own knowledge base.
 
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.config import ConfigError
-from training.data.schema import DataError, read_jsonl_rows, text_key
+from training.datasets import DataError, read_jsonl_rows
+from training.splits import fraction, held_out, text_key
 from training.embedder.config import DataSection
 
 
@@ -155,7 +156,7 @@ def read_knowledge_file(path: Path, out_of_scope: set[str]) -> tuple[list[Labell
 
 
 def read_sources(names: list[str], root: Path, out_of_scope: set[str]) -> tuple[list[LabelledText], list[dict]]:
-    from training.data import sources
+    from training import datasets as sources
 
     try:
         loaded = sources.load(names, Path(root))
@@ -239,12 +240,6 @@ def _check_pairable(rows: list[LabelledText]) -> None:
 # --- splitting ------------------------------------------------------------------------------------
 
 
-def seeded_fraction(seed: int, text: str) -> float:
-    """A stable number in [0, 1) for a text: the same seed and text always give the same split."""
-    digest = hashlib.sha1(f"{seed}\x1f{text}".encode("utf-8")).hexdigest()
-    return int(digest[:12], 16) / 16**12
-
-
 def heldout_labels(rows: list[LabelledText], share: float, seed: int) -> set[tuple[str, str]]:
     """round(share * labels) labels per group (at least one when share > 0 and the group has 4+
     labels, so at least 3 remain to train on), chosen by seeded hash."""
@@ -255,7 +250,7 @@ def heldout_labels(rows: list[LabelledText], share: float, seed: int) -> set[tup
     held = set()
     for group, labels in by_group.items():
         count = max(1, round(share * len(labels))) if share > 0 and len(labels) >= 4 else 0
-        ranked = sorted(labels, key=lambda label: seeded_fraction(seed, f"label\x1f{group}\x1f{label}"))
+        ranked = sorted(labels, key=lambda label: fraction(f"label\x1f{group}\x1f{label}", seed))
         held.update((group, label) for label in ranked[:count])
     return held
 
@@ -266,7 +261,7 @@ def split(data: LabelledData, cfg: DataSection, seed: int) -> Split:
     for row in data.rows:
         if row.key in held:
             validation.append(LabelledText(row.text, None, row.group))
-        elif seeded_fraction(seed, text_key(row.text)) < cfg.validation_share:
+        elif held_out(row.text, cfg.validation_share, seed):
             validation.append(row)
         else:
             (knowledge if row.label is not None else negatives).append(row)

@@ -36,7 +36,7 @@ from training.embedder.data import LabelledData, Split
 from training.embedder.evaluation import ValidationSet, encode, label_retrieval_evaluator, summary
 from training.embedder.pairs import Pairs, mine
 from training.tracking import check_tracking
-from training.trainer import METRICS_FILE, shared_training_args
+from training.runs import METRICS_FILE, append_metrics, shared_training_args, versions
 
 RELOAD_TOLERANCE = 1e-4
 
@@ -192,19 +192,8 @@ def _reload_check(model, out: Path, base_path: Path, texts: list[str]) -> float:
     return difference
 
 
-def _append_metrics(out: Path, record: dict) -> None:
-    with (out / METRICS_FILE).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
-
-
 def _flat(metrics: dict, prefix: str) -> dict:
     return {f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    return {name: md.version(name) for name in ("torch", "transformers", "peft", "sentence-transformers")}
 
 
 def _metadata(cfg, pre: Prepared, pairs: Pairs, before: dict, after: dict, trainer, extra: dict) -> dict:
@@ -221,7 +210,7 @@ def _metadata(cfg, pre: Prepared, pairs: Pairs, before: dict, after: dict, train
         "config": cfg.to_dict(),
         "seed": cfg.train.seed,
         "backend": describe_backend(),
-        "versions": _versions(),
+        "versions": versions(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }
@@ -245,7 +234,7 @@ def train(cfg: EmbedderConfig, home: Path, log: Callable[[str], None] = print, p
           callbacks: Sequence = ()) -> EmbedderRun:
     """Run one embedder fine-tune end to end; returns the adapter folder and its metadata."""
     from training.tracking import make_tracker, tracker_callback
-    from training.trainer import metrics_callback, setup_output, setup_threads
+    from training.runs import metrics_callback, setup_output, setup_threads
 
     started = time.perf_counter()
     pre = prepared or preflight(cfg)
@@ -258,7 +247,7 @@ def train(cfg: EmbedderConfig, home: Path, log: Callable[[str], None] = print, p
     knowledge_vectors, negative_vectors, validation_vectors = _embed_sides(model, pre, log)
     before = validation.metrics(knowledge_vectors, validation_vectors)
     log(f"before: {summary(before)}")
-    _append_metrics(out, {"stage": "before", "step": 0, **_flat(before, "validation")})
+    append_metrics(out, {"stage": "before", "step": 0, **_flat(before, "validation")})
     pairs = mine(pre.split.knowledge, knowledge_vectors, pre.split.negatives, negative_vectors, cfg.train.seed,
                  cfg.data.max_pairs, cfg.data.hard_negatives)
     log(f"pairs: {pairs.counts()}")
@@ -276,7 +265,7 @@ def train(cfg: EmbedderConfig, home: Path, log: Callable[[str], None] = print, p
         knowledge_vectors = encode(model, [r.text for r in pre.split.knowledge], progress=len(pre.split.knowledge) > 2000)
         after = validation.metrics(knowledge_vectors, encode(model, [r.text for r in pre.split.validation]))
         log(f"after:  {summary(after)}")
-        _append_metrics(out, {"stage": "after", "step": steps, **_flat(after, "validation")})
+        append_metrics(out, {"stage": "after", "step": steps, **_flat(after, "validation")})
         tracker.log_metrics(_flat(after, "validation"), step=steps)
         _save_adapter(model, out)
         difference = _reload_check(model, out, pre.base_path, [r.text for r in pre.split.validation[:32]])

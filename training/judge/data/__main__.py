@@ -1,7 +1,7 @@
 """Command line for the training data.
 
-    python -m training.data build --sources-dir ../shared/datasets --out runs/data --seed 13
-    python -m training.data feedback EXPORT.jsonl --out runs/feedback.jsonl
+    python -m training.judge.data build --sources-dir ../shared/datasets --out runs/data --seed 13
+    python -m training.judge.data feedback EXPORT.jsonl --out runs/feedback.jsonl
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import json
 import sys
 from pathlib import Path
 
-from training.data import build, sources
-from training.data.schema import DataError, write_examples
+from training import datasets as sources
+from training.judge.data import build
+from training.datasets import DataError
+from training.judge.data.schema import write_examples
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.data")
+    parser = argparse.ArgumentParser(prog="python -m training.judge.data")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="labelled datasets -> train.jsonl, validation.jsonl, manifest.json")
     b.add_argument("--sources-dir", type=Path, required=True)
@@ -47,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _embedder(name: str):
     if name == "hashing":
-        from training.data.mining import hashing_embed
+        from training.judge.data.mining import hashing_embed
 
         return hashing_embed, "hashing-256"
     from retriever.embedder import Embedder
@@ -70,7 +72,7 @@ def run_build(args) -> int:
     names = [n for n in args.sources.split(",") if n]
     loaded = sources.load(names, args.sources_dir)
     if args.exclude:
-        from training.data.schema import text_key
+        from training.splits import text_key
 
         held_out = {text_key(json.loads(line)["ticket"]) for path in args.exclude
                     for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
@@ -78,7 +80,7 @@ def run_build(args) -> int:
     excluded = {str(path): _sha256(path) for path in args.exclude}
     embed, embedder_name = _embedder(args.embedder)
     if args.embedding_cache:
-        from training.data.mining import CachedEmbed
+        from training.judge.data.mining import CachedEmbed
 
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in embedder_name)
         embed = CachedEmbed(embed, args.embedding_cache / f"{safe}.npz")
@@ -96,7 +98,7 @@ def run_build(args) -> int:
 
 
 def run_feedback(args) -> int:
-    from training.data.feedback import load_feedback
+    from training.judge.data.feedback import load_feedback
 
     loaded = load_feedback(args.path, seed=args.seed, validation_share=args.validation_share)
     write_examples(args.out, loaded.examples)

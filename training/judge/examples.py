@@ -1,6 +1,6 @@
 """From example files to the token ids the trainer sees.
 
-Examples are rendered by `reasoner.prompt` (through `training.data.schema.render`) and tokenized
+Examples are rendered by `reasoner.prompt` (through `training.judge.data.schema.render`) and tokenized
 here, prompt and completion apart with add_special_tokens=False: the rendered text already holds
 the template's markers, and the judge tokenizes its prompt alone the same way, so training sees
 exactly the ids inference will. Only completion tokens (reasoning, answer, end of turn) carry loss.
@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reasoner import prompt
-from training.config import ConfigError, DataSection
-from training.data.feedback import load_feedback
-from training.data.schema import DataError, Example, read_examples, render
+from training.config import ConfigError
+from training.judge.config import DataSection
+from training.judge.data.feedback import load_feedback
+from training.datasets import DataError
+from training.judge.data.schema import Example, read_examples, render
 
 
 @dataclass

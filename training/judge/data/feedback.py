@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Sequence
 
 from reasoner import prompt
-from training import rationale
-from training.data.build import split_of
-from training.data.schema import (
+from training.judge import rationale
+from training.judge.data.build import split_of
+from training.judge.data.schema import (
     DataError,
     read_jsonl_rows,
     Example,

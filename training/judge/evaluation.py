@@ -26,7 +26,7 @@ import numpy as np
 from reasoner import prompt
 from reasoner.judge import JudgeConfig
 from reasoner.verdict import decide_matrix, mix_matrix
-from training.data.schema import Example, render
+from training.judge.data.schema import Example, render
 
 WEIGHTS = tuple(round(x * 0.1, 1) for x in range(11))
 TEMPERATURES = (0.02, 0.05, 0.1)

@@ -2,7 +2,7 @@
 
 For smoke tests and dry runs of the trainer (`training/configs/tiny-test.toml`):
 
-    python -m training.tiny --out runs/tiny-llama
+    python -m training.judge.tiny --out runs/tiny-llama
 
 The tokenizer is a byte-level BPE trained on the judge's own prompt vocabulary with Llama-3's
 pre-tokenizer (digits split from spaces, so "Answer: 3" ends in a one-token "3", as the judge
@@ -91,7 +91,7 @@ def save_tiny(out: Path, texts: Iterable[str] = (), hidden: int = 64, layers: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.tiny", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training.judge.tiny", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", type=Path, action="append", default=[],
                         help="example JSONL files whose words join the vocabulary")

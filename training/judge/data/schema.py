@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from reasoner import prompt
-from training import rationale
 from retriever.candidates import Candidate
+from training.datasets import DataError, read_jsonl_rows
+from training.judge import rationale
+from training.splits import text_hash, text_key
 
 KINDS = (
     "in_scope",
@@ -42,10 +44,6 @@ KINDS = (
     "feedback",
 )
 SPLITS = ("train", "validation")
-
-
-class DataError(ValueError):
-    """A data file or row the trainer cannot use; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -98,15 +96,6 @@ class Example:
         if self.format != prompt.LISTWISE or self.choice == 0:
             return None
         return self.candidates[self.choice - 1].label
-
-
-def text_key(text: str) -> str:
-    """Normalised text: two rows with the same key are the same text for splitting and leaks."""
-    return " ".join(text.lower().split())
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha1(text_key(text).encode("utf-8")).hexdigest()
 
 
 def _require(row: dict, key: str, types: type | tuple, where: str):
@@ -177,29 +166,6 @@ def _check_choice(fmt: str, choice: int, n: int, where: str) -> None:
     top = 1 if fmt == prompt.PAIRWISE else n
     if not 0 <= choice <= top:
         raise DataError(f"{where}: choice {choice} out of range 0..{top}")
-
-
-def _open_text(path: Path):
-    """Plain or gzip-compressed (".gz": how a large build travels to the GPU machine)."""
-    if path.suffix == ".gz":
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
-
-
-def read_jsonl_rows(path: Path) -> Iterator[tuple[str, object]]:
-    """("file:line", parsed JSON) for every non-blank line of a JSONL (or JSONL.gz) file; a line
-    that is not JSON is fatal and named."""
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{where}: not valid JSON ({error.msg})") from None
 
 
 def read_examples(path: Path) -> list[Example]:

@@ -27,7 +27,6 @@ sorts, sorted JSON keys.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import math
 import random
@@ -37,10 +36,11 @@ from statistics import median
 from typing import Sequence
 
 from reasoner import prompt
-from training import rationale
-from training.data import mining
-from training.data.schema import Example, StoredCandidate, text_hash, text_key
-from training.data.sources import Row, Source
+from training.judge import rationale
+from training.judge.data import mining
+from training.judge.data.schema import Example, StoredCandidate
+from training.splits import held_out, text_hash, text_key
+from training.datasets import Row, Source
 
 TRAIN, VALIDATION = "train", "validation"
 
@@ -82,8 +82,8 @@ class BuildResult:
 
 
 def split_of(text: str, seed: int, validation_share: float) -> str:
-    digest = hashlib.sha1(f"{seed}\x00{text_key(text)}".encode("utf-8")).hexdigest()
-    return VALIDATION if int(digest[:8], 16) / 0x100000000 < validation_share else TRAIN
+    """"train" or "validation" by the one seeded split (training/splits.py)."""
+    return VALIDATION if held_out(text, validation_share, seed) else TRAIN
 
 
 def rng_for(seed: int, *parts: str) -> random.Random:

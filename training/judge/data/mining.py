@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from training.data.schema import text_key
-from training.data.sources import Row
+from training.splits import text_key
+from training.datasets import Row
 
 Embed = Callable[[list[str]], np.ndarray]
 CHUNK = 512  # queries per matrix product: bounds memory at CHUNK x pool floats
@@ -136,7 +136,7 @@ def hashing_embed(texts: list[str], dim: int = 256) -> np.ndarray:
     builds use the product's sentence embedder."""
     import zlib
 
-    from training.rationale import stem, words
+    from training.judge.rationale import stem, words
 
     out = np.zeros((len(texts), dim), dtype=np.float64)
     for i, text in enumerate(texts):

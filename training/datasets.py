@@ -1,4 +1,5 @@
-"""Readers for the labelled customer-service datasets in `../shared/datasets/` (see its README).
+"""Readers for the labelled customer-service datasets in `../shared/datasets/` (see its README), and
+for JSONL data files; shared by every training recipe.
 
 Each reader returns a `Source`: labelled tickets, the knowledge base candidates come from, and
 out-of-scope tickets, plus the license that travels into the build manifest. Held-out test
@@ -11,7 +12,36 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+from training.splits import text_key
+
+
+class DataError(ValueError):
+    """A data file or row the trainer cannot use; the message names the file and line."""
+
+
+def _open_text(path: Path):
+    """Plain or gzip-compressed (".gz": how a large build travels to the GPU machine)."""
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def read_jsonl_rows(path: Path) -> Iterator[tuple[str, object]]:
+    """("file:line", parsed JSON) for every non-blank line of a JSONL (or JSONL.gz) file; a line
+    that is not JSON is fatal and named."""
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{where}: not valid JSON ({error.msg})") from None
 
 
 @dataclass(frozen=True)
@@ -177,7 +207,6 @@ def load(names, root: Path) -> list[Source]:
 def without_texts(loaded: list[Source], excluded: set[str]) -> list[Source]:
     """The sources minus every row whose normalised text is in `excluded` (held-out eval tickets):
     they appear nowhere, neither as ticket nor as knowledge-base entry nor as pair."""
-    from training.data.schema import text_key
 
     def keep(text: str) -> bool:
         return text_key(text) not in excluded

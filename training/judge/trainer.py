@@ -29,13 +29,16 @@ from reasoner import prompt
 from reasoner.judge import DEFAULT_MAX_NEW_TOKENS, JudgeConfig
 from reasoner.metadata import ADAPTER_METADATA as METADATA_FILE
 from reasoner.metadata import AdapterMetadata
-from training import evaluation
-from training.config import ConfigError, TrainConfig, check_base_model
-from training.dataset import Examples, judge_format, load_examples
-from training.models import Backend, checkpointing
+from training.config import ConfigError
+from training.judge.config import TrainConfig, check_base_model
+from training.judge import evaluation
+from training.judge.examples import Examples, judge_format, load_examples
+from training.judge.models import Backend, checkpointing
+from training.runs import (
+    METRICS_FILE, append_metrics, metrics_callback, setup_output, setup_threads, shared_training_args, versions,
+)
 from training.tracking import check_tracking
 
-METRICS_FILE = "metrics.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"
 MAX_JUDGE_TOKENS = 64
 
@@ -68,31 +71,8 @@ def preflight(cfg: TrainConfig) -> Preflight:
 # --- setup ----------------------------------------------------------------------------------------
 
 
-def setup_output(cfg, home: Path, finished_file: str = METADATA_FILE, what: str = "run") -> Path:
-    """The run folder of a judge or embedder config (`output.dir`, else a timestamped one under
-    <home>/runs), with an empty metrics file; refused when `finished_file` says a run ended there."""
-    if cfg.output.dir:
-        out = Path(cfg.output.dir)
-    else:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        out = Path(home) / "runs" / f"{cfg.name}-{stamp}"
-    if (out / finished_file).exists():
-        raise ConfigError(f"{out} already holds a finished {what}; choose another output.dir")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_FILE).write_text("", encoding="utf-8")
-    return out
-
-
-def setup_threads(cfg) -> None:
-    """`train.num_threads` torch CPU threads (0 = torch's default)."""
-    if cfg.train.num_threads:
-        import torch
-
-        torch.set_num_threads(cfg.train.num_threads)
-
-
 def _setup_datasets(cfg: TrainConfig, examples: Examples, tokenizer, log):
-    from training.dataset import tokenize, to_dataset
+    from training.judge.examples import tokenize, to_dataset
 
     limit = cfg.model.max_seq_length
     train = tokenize(examples.train, tokenizer, cfg.data, limit)
@@ -104,23 +84,6 @@ def _setup_datasets(cfg: TrainConfig, examples: Examples, tokenizer, log):
     return to_dataset(train, "data.train"), to_dataset(valid, "data.validation"), train.dropped_long + valid.dropped_long
 
 
-def metrics_callback(path: Path, started: float):
-    from transformers import TrainerCallback
-
-    class _WriteMetrics(TrainerCallback):
-        """One JSON line per log / eval event: step, epoch, seconds since start, values."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs:
-                return
-            record = {"step": state.global_step, "epoch": state.epoch,
-                      "time_s": round(time.perf_counter() - started, 3), **logs}
-            with path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
-
-    return _WriteMetrics()
-
-
 def _precision(cfg: TrainConfig, backend: Backend) -> dict:
     if backend.name == "unsloth":
         import torch
@@ -128,29 +91,6 @@ def _precision(cfg: TrainConfig, backend: Backend) -> dict:
         bf16 = torch.cuda.is_bf16_supported()
         return {"bf16": bf16, "fp16": not bf16}
     return {"bf16": backend.dtype == "bfloat16", "fp16": backend.dtype == "float16"}
-
-
-def shared_training_args(t, out: Path, device: str) -> dict:
-    """The transformers TrainingArguments that both trainers (TRL's SFT here, sentence-transformers'
-    for the embedder) set the same way from their [train] section: schedule, logging, seeds, device."""
-    return dict(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a share of all steps
-        weight_decay=t.weight_decay,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        report_to="none",  # tracking goes through training.tracking (never the Neptune callback)
-        seed=t.seed,
-        data_seed=t.seed,
-        use_cpu=device == "cpu",
-        dataloader_pin_memory=device == "cuda",
-        disable_tqdm=False,
-    )
 
 
 def _sft_config(cfg: TrainConfig, backend: Backend, out: Path, overrides: dict | None = None):
@@ -255,7 +195,7 @@ def _best_step(state) -> int | None:
 
 def _judge_budget(cfg: TrainConfig, examples: Examples, tokenizer) -> int:
     """The judge's max_new_tokens: covers 99% of training completions, capped for latency."""
-    from training.dataset import completion_token_lengths
+    from training.judge.examples import completion_token_lengths
 
     sample = examples.train[:2000]
     lengths = sorted(completion_token_lengths(sample, tokenizer, cfg.data))
@@ -268,7 +208,7 @@ def _judge_budget(cfg: TrainConfig, examples: Examples, tokenizer) -> int:
 def _evaluate(cfg, backend, model, tokenizer, examples: Examples, budget: int, log) -> dict:
     from tqdm.auto import tqdm
 
-    from training.models import for_inference
+    from training.judge.models import for_inference
 
     if cfg.eval.method == "none":
         return {}
@@ -286,18 +226,6 @@ def _evaluate(cfg, backend, model, tokenizer, examples: Examples, budget: int, l
         judged = evaluation.judge_teacher_forced(chosen, model, tokenizer, cfg.eval.batch_size, bar.update)
     bar.close()
     return {"method": cfg.eval.method, **evaluation.evaluate(judged)}
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("torch", "transformers", "peft", "trl", "unsloth", "bitsandbytes"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def _metadata(cfg, backend, pre: Preflight, trainer, verdicts: dict, budget: int, extra: dict) -> AdapterMetadata:
@@ -321,7 +249,7 @@ def _metadata(cfg, backend, pre: Preflight, trainer, verdicts: dict, budget: int
         "config": cfg.to_dict(),
         "backend": backend.name,
         "backend_detail": backend.describe(),
-        "versions": _versions(),
+        "versions": versions(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **extra,
     })
@@ -339,11 +267,6 @@ def _finish_files(out: Path, cfg: TrainConfig, metadata: AdapterMetadata, best_s
         tracker.log_artifact(out / name)
 
 
-def _append_metrics(out: Path, record: dict) -> None:
-    with (out / METRICS_FILE).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
-
-
 # --- the recipe -----------------------------------------------------------------------------------
 
 
@@ -359,7 +282,7 @@ def train(
     """Run one training job end to end; returns where everything was written.
 
     `sft_overrides` replaces SFTConfig arguments (benchmarks turn evaluation and saving off)."""
-    from training.models import choose_backend, trainable_model, trainable_parameters
+    from training.judge.models import choose_backend, trainable_model, trainable_parameters
     from training.tracking import make_tracker, tracker_callback
 
     started = time.perf_counter()
@@ -367,7 +290,7 @@ def train(
     backend = backend or choose_backend(cfg)
     log(f"backend: {backend.describe()}")
     setup_threads(cfg)
-    out = setup_output(cfg, home)
+    out = setup_output(cfg, home, METADATA_FILE)
     model, tokenizer = trainable_model(cfg, backend, home)
     trainable, total = trainable_parameters(model)
     log(f"model: {cfg.model.base}, LoRA r={cfg.lora.r} on {len(cfg.lora.target_modules)} projections: "
@@ -391,7 +314,7 @@ def train(
                  "validation_examples": len(eval_ds), "dropped_long_examples": dropped,
                  "notes": pre.examples.notes, "wall_time_s": round(time.perf_counter() - started, 1)}
         metadata = _metadata(cfg, backend, pre, trainer, verdicts, budget, extra)
-        _append_metrics(out, {"stage": "final", "step": trainer.state.global_step, **_flat_verdicts(verdicts)})
+        append_metrics(out, {"stage": "final", "step": trainer.state.global_step, **_flat_verdicts(verdicts)})
         tracker.log_metrics(_flat_verdicts(verdicts), step=trainer.state.global_step)
         _finish_files(out, cfg, metadata, best, tracker, log)
         if not cfg.output.keep_checkpoints:

@@ -3,7 +3,7 @@
 Two backends:
 - "unsloth": FastLanguageModel (4-bit when asked or when the checkpoint is bnb-4bit) with
   use_gradient_checkpointing="unsloth"; chosen by "auto" when CUDA is available and unsloth is
-  installed. unsloth must be imported before transformers: `training.__main__` does that by
+  installed. unsloth must be imported before transformers: `training.judge.command` does that by
   calling `import_unsloth_first()` before it imports the trainer.
 - "transformers": the base comes from `reasoner.backends.load_model` (the same loader the judge
   uses: the embedded SmolLM2 from its bf16 cache, or a local/cached Hugging Face model, optionally
@@ -17,7 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.config import EMBEDDED, ConfigError, TrainConfig
+from training.config import ConfigError
+from training.judge.config import EMBEDDED, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def import_unsloth_first(backend: Backend) -> None:
         return
     if "transformers" in sys.modules:
         print("warning: transformers was imported before unsloth; some unsloth speed-ups may be "
-              "missing (run `python -m training` directly)", file=sys.stderr)
+              "missing (run `agent-helper train` in a fresh process)", file=sys.stderr)
     import unsloth  # noqa: F401
 
 

@@ -1,0 +1,44 @@
+"""The judge recipe from the command line (`agent-helper train --config` a `recipe = "judge"` TOML):
+check, train, and print what came out.
+
+Order matters here: the config, data files, base model and tracker are checked first (cheap,
+clear errors), then the backend is chosen, and unsloth, when chosen, is imported before anything
+imports transformers (it patches transformers, peft and trl at import).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.judge.config import TrainConfig
+
+
+def run(cfg: TrainConfig, home: Path, check: bool = False) -> int:
+    from training.judge.models import choose_backend, import_unsloth_first
+    from training.judge.trainer import preflight  # no torch/transformers import yet
+
+    checked = preflight(cfg)
+    backend = choose_backend(cfg)
+    print(f"backend: {backend.describe()}", flush=True)
+    if check:
+        print(f"config OK: {len(checked.examples.train)} training / {len(checked.examples.validation)} "
+              f"validation examples; base model from {checked.base_source}")
+        return 0
+    import_unsloth_first(backend)
+    from training.judge.trainer import train
+
+    report(train(cfg, home, backend=backend, checked=checked))
+    return 0
+
+
+def report(result) -> None:
+    meta = result.metadata
+    combined = (meta["metrics"].get("verdicts") or {}).get("combined") or {}
+    print(f"adapter: {result.out_dir}")
+    print(f"steps {result.steps} (best {result.best_step}{', stopped early' if result.stopped_early else ''}), "
+          f"best eval loss {meta['metrics']['best_eval_loss']}, wall time {meta['wall_time_s']} s")
+    if combined:
+        calibration = meta["calibration"]
+        print(f"validation (judge + retriever): accuracy {combined.get('accuracy'):.3f}, "
+              f"none recall {combined.get('none_recall'):.3f}; threshold {calibration['threshold']}, "
+              f"judge_weight {calibration['judge_weight']}")
