@@ -32,7 +32,8 @@ from reasoner.judge import Judge, JudgeConfig
 from reasoner.verdict import Verdict, VerdictJSON
 from retriever.candidates import Candidate
 from retriever.reindex import ReindexResult, reindex
-from retriever.store import DocumentRecord, KnowledgeStore
+from retriever.registry import DocumentRecord
+from retriever.store import KnowledgeStore
 
 MAX_TICKET_CHARS = 20_000
 """Longest ticket the page and the API accept (the judge's prompt shows at most its first

@@ -1,28 +1,21 @@
-"""The knowledge store: one Chroma collection of chunks plus a SQLite registry of documents.
+"""The knowledge store: one Chroma collection of chunks plus the registry of documents (registry.py).
 
-This module owns the store's schema (chunk metadata keys, registry columns, collection names) and
-is the only writer of both. A document's chunks are written first and the document is marked ready
+This module owns the chunks' schema (metadata keys, collection names) and is the only writer of the
+collection and the registry. A document's chunks are written first and the document is marked ready
 last, so a failed or interrupted ingest never leaves chunks that the registry does not own.
 
-The registry's `meta` table names the active Chroma collection (no entry: the first one,
-"knowledge"), which records the embedder that built it. A re-index (retriever/reindex.py) fills a
-new collection while the old one keeps serving, then points `meta` at it in one SQLite transaction;
-collections that are not active are leftovers of an interrupted re-index and are dropped on open.
-
-Two lock files in the home keep writes and re-indexing apart, across processes (fcntl.flock, so a
-killed process never leaves a lock behind): writers share `write.lock`; a re-index holds
-`reindex.lock` and `write.lock` exclusively. Reads take no lock.
+The registry names the active Chroma collection (none named: the first one, "knowledge"), which
+records the embedder that built it. A re-index (retriever/reindex.py) fills a new collection while
+the old one keeps serving, then names it in one registry transaction; collections that are not
+active are leftovers of an interrupted re-index and are dropped on open. Writes and re-indexing
+are kept apart across processes by the home's locks (locks.py).
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import secrets
-import sqlite3
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -30,15 +23,12 @@ import numpy as np
 
 from retriever.candidates import Candidate
 from retriever.embedder import Embedder
+from retriever.locks import HomeLocks
+from retriever.registry import DocumentRecord, Registry
 
 COLLECTION = "knowledge"
 """The first collection of every home; the active one while `meta` names none (older homes)."""
-ACTIVE_COLLECTION_KEY = "collection"
-"""`meta` key naming the active collection."""
-WRITE_LOCK, REINDEX_LOCK = "write.lock", "reindex.lock"
 EMBED_BATCH = 256
-LOCK_WAIT_S = 60.0
-"""How long a write waits for a brief exclusive hold (another process's clean-up on open)."""
 
 FAQ, PASSAGE, ROW = "faq", "passage", "row"
 
@@ -74,32 +64,7 @@ class ChunkRecord:
     row_id: str | None = None
 
 
-@dataclass(frozen=True)
-class DocumentRecord:
-    id: str
-    name: str
-    sha256: str
-    pages: int
-    chunks: int
-    faq_pairs: int
-    passages: int
-    rows: int
-    added_at: float
-
-
 ProgressFn = Callable[[int, int], None]
-
-_REGISTRY_SCHEMA = """
-CREATE TABLE IF NOT EXISTS documents (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, sha256 TEXT NOT NULL UNIQUE,
-    pages INTEGER NOT NULL, chunks INTEGER NOT NULL, faq_pairs INTEGER NOT NULL,
-    passages INTEGER NOT NULL, rows INTEGER NOT NULL, added_at REAL NOT NULL,
-    status TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-_DOC_COLUMNS = "id, name, sha256, pages, chunks, faq_pairs, passages, rows, added_at"
-
 
 def _chunk_metadata(doc: DocumentRecord, chunk: ChunkRecord) -> dict:
     # Chroma metadata cannot hold None: absent values are left out.
@@ -137,8 +102,8 @@ class KnowledgeStore:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
-        self._db = sqlite3.connect(self.home / "registry.sqlite", check_same_thread=False)
-        self._db.executescript(_REGISTRY_SCHEMA)
+        self.registry = Registry(self.home / "registry.sqlite")
+        self.locks = HomeLocks(self.home, StoreError)
         self._client = chromadb.PersistentClient(
             path=str(self.home / "chroma"), settings=Settings(anonymized_telemetry=False)
         )
@@ -147,17 +112,14 @@ class KnowledgeStore:
         if self._mismatch and check_embedder:
             self.close()
             raise StoreError(self._mismatch)
-        with self._exclusive_if_idle() as idle:
+        with self.locks.exclusive_if_idle() as idle:
             if idle:  # else a write or a re-index is running: what it left is not stale yet
                 self.discard_leftovers()
 
     # -- collections ------------------------------------------------------------------------
 
     def _active_name(self) -> str:
-        row = self._db.execute(
-            "SELECT value FROM meta WHERE key = ?", (ACTIVE_COLLECTION_KEY,)
-        ).fetchone()
-        return row[0] if row else COLLECTION
+        return self.registry.active_collection(COLLECTION)
 
     def _open_collection(self, name: str):
         # Embeddings are always computed here and passed in, so Chroma never needs (or
@@ -226,18 +188,12 @@ class KnowledgeStore:
     def activate(self, collection) -> None:
         """Make `collection` the active one, atomically, and drop the old one.
 
-        One SQLite transaction names the new collection and bumps the generation (caches on the
+        One registry transaction names the new collection and bumps the generation (caches on the
         chunks key on it): a crash before it keeps the old collection, after it the new one. The
         old collection is dropped after the commit; if that is interrupted, the next open drops it.
         """
         old = self.collection
-        with self._db:
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES(?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (ACTIVE_COLLECTION_KEY, collection.name),
-            )
-            self._bump_generation()
+        self.registry.activate(collection.name)
         self.collection = collection
         self._mismatch = self._embedder_mismatch()
         self.drop_collection(old.name)
@@ -258,8 +214,7 @@ class KnowledgeStore:
 
         Only call while no write and no re-index runs (holding `write.lock` exclusively).
         """
-        rows = self._db.execute("SELECT id FROM documents WHERE status != 'ready'").fetchall()
-        for (doc_id,) in rows:
+        for doc_id in self.registry.unfinished():
             self._remove(doc_id)
         active = self._active_name()
         for collection in self._client.list_collections():
@@ -267,102 +222,25 @@ class KnowledgeStore:
             if name != active and (name == COLLECTION or name.startswith(COLLECTION + "-")):
                 self.drop_collection(name)
 
-    # -- locks ------------------------------------------------------------------------------
-
-    def _lock_fd(self, name: str, mode: int) -> int | None:
-        """A descriptor holding flock `mode` on home/name, or None if another holder is in the way.
-
-        Each hold opens its own descriptor: flock conflicts between descriptors even within one
-        process, so two stores (or threads) of one process exclude each other too.
-        """
-        fd = os.open(self.home / name, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            os.close(fd)
-            return None
-
     def reindex_running(self) -> bool:
-        fd = self._lock_fd(REINDEX_LOCK, fcntl.LOCK_EX)
-        if fd is None:
-            return True
-        os.close(fd)
-        return False
+        return self.locks.reindex_running()
 
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Shared hold for adding or deleting documents; refused while a re-index runs."""
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while (fd := self._lock_fd(WRITE_LOCK, fcntl.LOCK_SH)) is None:
-            if self.reindex_running():
-                raise StoreError(
-                    f"a re-index is running in {self.home}; add or delete documents when it is done"
-                )
-            if time.monotonic() > deadline:
-                raise StoreError(f"the knowledge base in {self.home} stayed busy; try again")
-            time.sleep(0.05)  # another process's clean-up on open: brief
-        try:
-            yield
-        finally:
-            os.close(fd)
-
-    @contextmanager
-    def _exclusive_if_idle(self) -> Iterator[bool]:
-        fd = self._lock_fd(WRITE_LOCK, fcntl.LOCK_EX)
-        try:
-            yield fd is not None
-        finally:
-            if fd is not None:
-                os.close(fd)
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold the home for a re-index: no other re-index, no document added or deleted."""
-        reindex_fd = self._lock_fd(REINDEX_LOCK, fcntl.LOCK_EX)
-        if reindex_fd is None:
-            raise StoreError(f"a re-index is already running in {self.home}")
-        try:
-            write_fd = self._lock_fd(WRITE_LOCK, fcntl.LOCK_EX)
-            if write_fd is None:
-                raise StoreError(
-                    f"documents are being added or deleted in {self.home}; re-index when that is done"
-                )
-            try:
-                yield
-            finally:
-                os.close(write_fd)
-        finally:
-            os.close(reindex_fd)
+    def exclusive(self):
+        """Hold the home for a re-index (locks.HomeLocks.exclusive)."""
+        return self.locks.exclusive()
 
     # -- registry ---------------------------------------------------------------------------
 
     def documents(self) -> list[DocumentRecord]:
-        rows = self._db.execute(
-            f"SELECT {_DOC_COLUMNS} FROM documents WHERE status = 'ready' ORDER BY added_at"
-        ).fetchall()
-        return [DocumentRecord(*row) for row in rows]
+        return self.registry.documents()
 
     def find(self, *, doc_id: str | None = None, sha256: str | None = None) -> DocumentRecord | None:
-        column, value = ("id", doc_id) if doc_id is not None else ("sha256", sha256)
-        row = self._db.execute(
-            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {column} = ? AND status = 'ready'",
-            (value,),
-        ).fetchone()
-        return DocumentRecord(*row) if row else None
+        return self.registry.find(doc_id=doc_id, sha256=sha256)
 
     @property
     def generation(self) -> int:
         """Grows with every change of content; caches built on the chunks key on it."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        return int(row[0]) if row else 0
-
-    def _bump_generation(self) -> None:
-        self._db.execute(
-            "INSERT INTO meta(key, value) VALUES('generation', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (str(self.generation + 1),),
-        )
+        return self.registry.generation
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -370,19 +248,14 @@ class KnowledgeStore:
         self, doc: DocumentRecord, chunks: Sequence[ChunkRecord], progress: ProgressFn | None = None
     ) -> None:
         """Embed and store all chunks of a document, or none of them."""
-        with self._writing():
+        with self.locks.writing():
             self._add_document(doc, chunks, progress)
 
     def _add_document(
         self, doc: DocumentRecord, chunks: Sequence[ChunkRecord], progress: ProgressFn | None
     ) -> None:
         collection = self._vectors()
-        values = asdict(doc) | {"status": "ingesting"}
-        with self._db:
-            self._db.execute(
-                f"INSERT INTO documents({_DOC_COLUMNS}, status) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                tuple(values.values()),
-            )
+        self.registry.begin(doc)
         try:
             for start in range(0, len(chunks), EMBED_BATCH):
                 batch = chunks[start : start + EMBED_BATCH]
@@ -397,12 +270,10 @@ class KnowledgeStore:
         except BaseException:
             self._remove(doc.id)
             raise
-        with self._db:
-            self._db.execute("UPDATE documents SET status = 'ready' WHERE id = ?", (doc.id,))
-            self._bump_generation()
+        self.registry.ready(doc.id)
 
     def delete_document(self, doc_id: str) -> DocumentRecord:
-        with self._writing():
+        with self.locks.writing():
             doc = self.find(doc_id=doc_id)
             if doc is None:
                 raise KeyError(doc_id)
@@ -411,9 +282,7 @@ class KnowledgeStore:
 
     def _remove(self, doc_id: str) -> None:
         self._texts().delete(where={"doc_id": doc_id})
-        with self._db:
-            self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
-            self._bump_generation()
+        self.registry.forget(doc_id)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -467,7 +336,7 @@ class KnowledgeStore:
             offset += len(got["ids"])
 
     def close(self) -> None:
-        self._db.close()
+        self.registry.close()
 
 
 def new_document(name: str, sha256: str, pages: int, chunks: Sequence[ChunkRecord]) -> DocumentRecord:

@@ -138,8 +138,8 @@ def test_interrupted_ingest_is_cleaned_on_reopen(tmp_path, embedder):
     store = KnowledgeStore(tmp_path / "home", embedder)
     ingest_file(store, write_csv(tmp_path / "faq.csv"))
     # What a killed process leaves: chunks written, the registry row never marked ready.
-    store._db.execute("UPDATE documents SET status = 'ingesting'")
-    store._db.commit()
+    store.registry._db.execute("UPDATE documents SET status = 'ingesting'")
+    store.registry._db.commit()
     store.close()
     reopened = KnowledgeStore(tmp_path / "home", embedder)
     assert reopened.count() == 0 and reopened.documents() == []

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from app.feedback import FeedbackError, FeedbackRecord, UnknownAnswer
 from app.service import MAX_TICKET_CHARS, AgentHelper, AnswerJSON
-from retriever.store import DocumentRecord
+from retriever.registry import DocumentRecord
 
 if TYPE_CHECKING:
     from ui.settings import ServerSettings

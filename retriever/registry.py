@@ -1,0 +1,126 @@
+"""The document registry: which documents the knowledge base holds, and which collection is active.
+
+One SQLite file under the home (`registry.sqlite`), two tables:
+- `documents`: one row per document, the columns of `DocumentRecord` (defined once, there) plus a
+  status: "ingesting" while its chunks are written, "ready" once they all are. Only ready documents
+  are listed or found; what is left "ingesting" belongs to an interrupted ingest and is removed.
+- `meta`: the active Chroma collection's name, and a generation number that grows with every change
+  of content (caches built on the chunks key on it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+INGESTING, READY = "ingesting", "ready"
+ACTIVE_COLLECTION_KEY = "collection"
+GENERATION_KEY = "generation"
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """A document in the knowledge base: what `docs`, the page and the API list."""
+
+    id: str
+    name: str
+    sha256: str
+    pages: int
+    chunks: int
+    faq_pairs: int
+    passages: int
+    rows: int
+    added_at: float
+
+
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", "str": "TEXT", "int": "INTEGER", "float": "REAL"}
+_COLUMNS = [f.name for f in fields(DocumentRecord)]
+
+
+def _schema() -> str:
+    columns = ", ".join(f"{f.name} {_SQL_TYPES[f.type]} NOT NULL" + (" PRIMARY KEY" if f.name == "id" else "")
+                        + (" UNIQUE" if f.name == "sha256" else "") for f in fields(DocumentRecord))
+    return (f"CREATE TABLE IF NOT EXISTS documents ({columns}, status TEXT NOT NULL);\n"
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
+
+
+class Registry:
+    """The SQLite registry of one home; safe to share between threads (one connection, one lock)."""
+
+    def __init__(self, path: Path):
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._db.executescript(_schema())
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def documents(self) -> list[DocumentRecord]:
+        return self._select(f"WHERE status = '{READY}' ORDER BY added_at")
+
+    def find(self, *, doc_id: str | None = None, sha256: str | None = None) -> DocumentRecord | None:
+        column, value = ("id", doc_id) if doc_id is not None else ("sha256", sha256)
+        found = self._select(f"WHERE {column} = ? AND status = '{READY}'", (value,))
+        return found[0] if found else None
+
+    def unfinished(self) -> list[str]:
+        """Ids of documents an interrupted ingest left behind."""
+        with self._lock:
+            return [row[0] for row in self._db.execute(f"SELECT id FROM documents WHERE status != '{READY}'")]
+
+    def begin(self, doc: DocumentRecord) -> None:
+        """Record a document whose chunks are about to be written (not listed until `ready`)."""
+        with self._lock, self._db:
+            self._db.execute(f"INSERT INTO documents({', '.join(_COLUMNS)}, status) "
+                             f"VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})", (*astuple(doc), INGESTING))
+
+    def ready(self, doc_id: str) -> None:
+        with self._lock, self._db:
+            self._db.execute(f"UPDATE documents SET status = '{READY}' WHERE id = ?", (doc_id,))
+            self._bump_generation()
+
+    def forget(self, doc_id: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+            self._bump_generation()
+
+    def _select(self, where: str, parameters: tuple = ()) -> list[DocumentRecord]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM documents {where}", parameters).fetchall()
+        return [DocumentRecord(*row) for row in rows]
+
+    # -- meta ------------------------------------------------------------------------------------
+
+    def active_collection(self, default: str) -> str:
+        return self._meta(ACTIVE_COLLECTION_KEY) or default
+
+    def activate(self, collection: str) -> None:
+        """Name the active collection; one transaction with the generation bump, so a crash keeps
+        either the old collection or the new one."""
+        with self._lock, self._db:
+            self._set_meta(ACTIVE_COLLECTION_KEY, collection)
+            self._bump_generation()
+
+    @property
+    def generation(self) -> int:
+        return int(self._meta(GENERATION_KEY) or 0)
+
+    def _bump_generation(self) -> None:
+        self._set_meta(GENERATION_KEY, str(self.generation + 1))
+
+    def _meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+__all__ = ["DocumentRecord", "Registry"]
