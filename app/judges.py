@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.batching import JudgeBatcher
 from reasoner.backends import EMBEDDED, ModelConfig, default_adapter_path
 from reasoner.judge import Judge, JudgeConfig
 
@@ -40,8 +41,8 @@ class SearchEmbedder:
 @dataclass
 class SharedJudge:
     judge: Judge
-    slots: threading.Semaphore
-    """Generations running at once on this model (on a CPU, parallel decoding only slows each)."""
+    batcher: JudgeBatcher
+    """Concurrent requests to this judge are decoded together (app/batching.py)."""
 
 
 _JUDGES: dict[tuple, SharedJudge] = {}
@@ -59,7 +60,7 @@ def loaded_judge(model_config: ModelConfig, judge_config: JudgeConfig | None,
     return _JUDGES.get(_key(model_config, judge_config, embedder))
 
 
-def shared_judge(model_config: ModelConfig, judge_config: JudgeConfig | None, slots: int,
+def shared_judge(model_config: ModelConfig, judge_config: JudgeConfig | None, max_batch: int,
                  embedder: SearchEmbedder = SearchEmbedder()) -> SharedJudge:
     """The judge for this configuration, loaded on first use; concurrent first calls wait for one load.
 
@@ -74,14 +75,14 @@ def shared_judge(model_config: ModelConfig, judge_config: JudgeConfig | None, sl
     with _LOADING:
         shared = _JUDGES.get(key)
         if shared is None:
-            # Another judge config over the same model reuses its weights and generation slots.
+            # Another judge config over the same model reuses its weights.
             same_model = next((s for k, s in _JUDGES.items() if k[0] == model_config), None)
             loaded = same_model.judge.loaded if same_model else load_model(model_config)
             if judge_config is None:
                 judge_config = JudgeConfig.from_metadata(loaded.adapter_metadata, embedder_hash=embedder.hash,
                                                          escalate_below=embedder.escalate_below)
-            slots_held = same_model.slots if same_model else threading.BoundedSemaphore(max(1, slots))
-            shared = _JUDGES[key] = SharedJudge(Judge(loaded, judge_config), slots_held)
+            judge = Judge(loaded, judge_config)
+            shared = _JUDGES[key] = SharedJudge(judge, JudgeBatcher(judge, max_batch=max_batch))
         return shared
 
 

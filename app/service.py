@@ -10,8 +10,8 @@ rate it (app/feedback.py). No web framework is imported here.
         else: answer = item                              # … then an Answer (a Verdict + answer_id)
 
 Concurrency: any number of threads may call it. Retrieval is serialised (its BM25 index is rebuilt
-lazily), ingest and delete are serialised against each other, and at most `judge_slots` generations
-run at once per loaded model (1 by default: on a CPU, parallel decoding only slows every request).
+lazily), ingest and delete are serialised against each other, and concurrent questions are judged
+together in batches of at most `max_batch` (app/batching.py).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class AgentHelper:
         ingest_options: IngestOptions = IngestOptions(),
         *,
         log_answers: bool = True,
-        judge_slots: int = 1,
+        max_batch: int = 8,
         store: KnowledgeStore | None = None,
     ):
         """`model_config` None = `default_model_config(home.models)`; `judge_config` None = the
@@ -90,7 +90,7 @@ class AgentHelper:
         self.model_config = model_config if model_config is not None else default_model_config(home.models)
         self.judge_config = judge_config
         self.ingest_options = ingest_options
-        self.judge_slots = judge_slots
+        self.max_batch = max_batch
         self.store = store if store is not None else KnowledgeStore(home.root, load_embedder(home))
         self.retriever = HybridRetriever(self.store)
         self.feedback = FeedbackStore(home.feedback_db)
@@ -113,7 +113,7 @@ class AgentHelper:
         return loaded_judge(self.model_config, self.judge_config, self._search_embedder)
 
     def _shared(self) -> SharedJudge:
-        return shared_judge(self.model_config, self.judge_config, self.judge_slots, self._search_embedder)
+        return shared_judge(self.model_config, self.judge_config, self.max_batch, self._search_embedder)
 
     @property
     def judge(self) -> Judge:
@@ -140,13 +140,12 @@ class AgentHelper:
             raise ValueError("the ticket is empty")
         shared = self._shared()
         candidates = self.search(ticket, shared.judge.config.top_k)
-        with shared.slots:  # released also when the consumer stops early (generator closed)
-            verdict = None
-            for item in shared.judge.stream(ticket, candidates):
-                if isinstance(item, Verdict):
-                    verdict = item
-                else:
-                    yield item
+        verdict = None
+        for item in shared.batcher.stream(ticket, candidates):
+            if isinstance(item, Verdict):
+                verdict = item
+            else:
+                yield item
         assert verdict is not None, "the judge gave no verdict"
         answer_id = None
         if self.log_answers if record is None else record:

@@ -13,7 +13,7 @@ past_key_values (tests drive it with a scripted stand-in).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generator, Sequence
+from typing import Generator, Iterator, Sequence
 
 from reasoner.prompt import (
     CANDIDATE_REF, LISTWISE_LEAD, MAX_CHOICES, NONE_LEAD, PAIRWISE_LEAD, AnswerLead, choice_token_ids,
@@ -68,23 +68,19 @@ class Decoder:
     def device(self):
         return next(self.model.parameters()).device
 
-    def decode(self, prompts: list[list[int]], lead: AnswerLead, option_ids: list[int], stream_row: int | None,
-               read_commit: bool = False) -> Generator[str, None, list[DecodedRow]]:
-        """Decode every prompt (see the module docstring); yields the text deltas of `stream_row`'s
-        reasoning as they are written, returns the rows."""
+    def decode(self, prompts: list[list[int]], lead: AnswerLead, option_ids: list[int],
+               read_commit: bool = False) -> Generator[tuple[int, str], None, list[DecodedRow]]:
+        """Decode every prompt (see the module docstring); yields (row, text delta) as each row's
+        reasoning is written, returns the rows."""
         import torch
 
         rows = [DecodedRow(list(p)) for p in prompts]
         mask, next_position, logits, cache = self._prefill(prompts)
         option_index = torch.tensor(option_ids, device=logits.device)
-        emitted = ""
+        emitted = [""] * len(rows)
         while True:
             feed = [self._advance(row, logits[r], lead, option_index, read_commit) for r, row in enumerate(rows)]
-            if stream_row is not None:
-                shown = reasoning_display(rows[stream_row].text)
-                if shown.startswith(emitted) and len(shown) > len(emitted) and not shown.endswith("\ufffd"):
-                    yield shown[len(emitted) :]
-                    emitted = shown
+            yield from _new_text(rows, emitted)
             if all(token is None for token in feed):
                 return rows
             active = [int(token is not None) for token in feed]
@@ -175,6 +171,16 @@ class Decoder:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :].float(), out.past_key_values
+
+
+def _new_text(rows: list[DecodedRow], emitted: list[str]) -> Iterator[tuple[int, str]]:
+    """(row, delta) for each row whose shown reasoning grew since `emitted` (updated in place); a
+    half-decoded character (U+FFFD) is held back until it is whole."""
+    for r, row in enumerate(rows):
+        shown = reasoning_display(row.text)
+        if shown.startswith(emitted[r]) and len(shown) > len(emitted[r]) and not shown.endswith("\ufffd"):
+            yield r, shown[len(emitted[r]) :]
+            emitted[r] = shown
 
 
 def commit_reading(row: DecodedRow, answer: Sequence[float]) -> list[float]:

@@ -135,52 +135,59 @@ class Judge:
 
     def stream(self, ticket: str, candidates: Sequence[Candidate]) -> Iterator[str | Verdict]:
         """Reasoning text pieces as the model writes them, then the final Verdict."""
-        started = time.perf_counter()
-        shown, notes, early = self._prepare(ticket, candidates, started)
-        if early is not None:
-            yield early
-            return
-        if self.config.prompt_format == LISTWISE:
-            judge_probs, raw, reasoning = yield from self._listwise(ticket, shown, notes)
-        else:
-            judge_probs, raw, reasoning = yield from self._pairwise(ticket, shown, notes)
-        yield self._verdict(shown, judge_probs, raw, reasoning, notes, started)
+        verdicts = yield from _relabel(self.stream_many([(ticket, candidates)]), lambda item: item[1])
+        yield verdicts[0]
 
     def decide_many(self, items: Sequence[tuple[str, Sequence[Candidate]]], batch_size: int = 16) -> list[Verdict]:
-        """Verdicts for many (ticket, candidates) at once: listwise prompts are decoded together in
-        left-padded batches (the same greedy decoding as `stream`, so the same answers, several
-        times the throughput); pairwise falls back to one ticket at a time. Each verdict's
-        latency_s is its batch's wall time."""
-        if self.config.prompt_format != LISTWISE:
-            return [self.decide(ticket, candidates) for ticket, candidates in items]
+        """Verdicts for many (ticket, candidates) at once, decoded together `batch_size` at a time
+        (see `stream_many`)."""
         verdicts: list[Verdict] = []
         for begin in range(0, len(items), batch_size):
-            verdicts.extend(self._listwise_batch(items[begin : begin + batch_size]))
+            verdicts.extend(drain(self.stream_many(items[begin : begin + batch_size])))
         return verdicts
 
-    # -- steps ---------------------------------------------------------------------------------------
-
-    def _listwise_batch(self, items: Sequence[tuple[str, Sequence[Candidate]]]) -> list[Verdict]:
+    def stream_many(self, items: Sequence[tuple[str, Sequence[Candidate]]]
+                    ) -> Generator[tuple[int, str], None, list[Verdict]]:
+        """Judge several tickets together: yields (item index, reasoning text piece) as each is
+        written, returns the verdicts in order. Listwise prompts are decoded in one left-padded batch
+        (the same greedy decoding as one at a time: in float32 the same verdicts, several times the
+        throughput); pairwise judges one ticket after another. Each latency_s is its batch's wall time.
+        ValueError for an empty ticket, before anything runs."""
         started = time.perf_counter()
         prepared = [self._prepare(ticket, candidates, started) for ticket, candidates in items]
         verdicts: list[Verdict | None] = [early for _, _, early in prepared]
         pending = [i for i, (_, _, early) in enumerate(prepared) if early is None]
-        if pending:
-            prompts = [self._encode_prompt(listwise_user_message(items[i][0], prepared[i][0])) for i in pending]
-            width = max(len(prepared[i][0]) for i in pending)
-            rows = drain(self.decoder.decode(prompts, LISTWISE_LEAD, self.decoder.choice_ids[: width + 1],
-                                             stream_row=None, read_commit=True))
-            for i, row in zip(pending, rows):
-                shown, notes, _ = prepared[i]
-                self._note_forced(row, notes)
-                verdicts[i] = self._verdict(shown, self._readings(row, len(shown)), row.text,
-                                            final_reasoning(row.text, LISTWISE_LEAD), notes, started)
-        return [v for v in verdicts if v is not None]
+        if pending and self.config.prompt_format == LISTWISE:
+            yield from self._listwise(items, prepared, pending, verdicts, started)
+        for i in pending if self.config.prompt_format != LISTWISE else ():
+            shown, notes, _ = prepared[i]
+            judged, raw, reasoning = yield from _relabel(self._pairwise(items[i][0], shown, notes),
+                                                         lambda piece, i=i: (i, piece))
+            verdicts[i] = self._verdict(shown, judged, raw, reasoning, notes, started)
+        return verdicts
+
+    # -- steps ---------------------------------------------------------------------------------------
+
+    def _listwise(self, items, prepared, pending: list[int], verdicts: list, started: float):
+        prompts = [self._encode_prompt(listwise_user_message(items[i][0], prepared[i][0])) for i in pending]
+        width = max(len(prepared[i][0]) for i in pending)
+        decoding = self.decoder.decode(prompts, LISTWISE_LEAD, self.decoder.choice_ids[: width + 1], read_commit=True)
+        rows = yield from _relabel(decoding, lambda item: (pending[item[0]], item[1]))
+        for i, row in zip(pending, rows):
+            shown, notes, _ = prepared[i]
+            self._note_forced(row, notes)
+            verdicts[i] = self._verdict(shown, self._readings(row, len(shown)), row.text,
+                                        final_reasoning(row.text, LISTWISE_LEAD), notes, started)
+
+    @staticmethod
+    def check_ticket(ticket: str) -> None:
+        """ValueError for what is no ticket (not text, or only whitespace)."""
+        if not isinstance(ticket, str) or not ticket.strip():
+            raise ValueError("the ticket is empty")
 
     def _prepare(self, ticket: str, candidates: Sequence[Candidate], started: float):
         """(candidates shown, notes, the verdict when no model call is needed)."""
-        if not isinstance(ticket, str) or not ticket.strip():
-            raise ValueError("the ticket is empty")
+        self.check_ticket(ticket)
         notes = list(self._base_notes)
         if ticket_is_truncated(ticket):
             notes.append(f"the ticket was cut to {MAX_PROMPT_TICKET_CHARS} characters for the prompt")
@@ -241,14 +248,6 @@ class Judge:
     def _encode_prompt(self, user_message: str) -> list[int]:
         return self.tokenizer.encode(render_prompt(self.tokenizer, user_message), add_special_tokens=False)
 
-    def _listwise(self, ticket, shown, notes) -> Generator[str, None, tuple[dict, str, str]]:
-        prompt = self._encode_prompt(listwise_user_message(ticket, shown))
-        option_ids = self.decoder.choice_ids[: len(shown) + 1]
-        rows = yield from self.decoder.decode([prompt], LISTWISE_LEAD, option_ids, stream_row=0, read_commit=True)
-        row = rows[0]
-        self._note_forced(row, notes)
-        return self._readings(row, len(shown)), row.text, final_reasoning(row.text, LISTWISE_LEAD)
-
     def _readings(self, row: DecodedRow, n_shown: int) -> dict[str, list[float]]:
         answer = renormalised(row.probabilities[: n_shown + 1])
         if row.cited is not None:
@@ -263,7 +262,7 @@ class Judge:
 
     def _pairwise(self, ticket, shown, notes) -> Generator[str, None, tuple[list[float], str, str]]:
         prompts = [self._encode_prompt(pairwise_user_message(ticket, x)) for x in shown]
-        rows = yield from self.decoder.decode(prompts, PAIRWISE_LEAD, self._verdict_ids, stream_row=None)
+        rows = drain(self.decoder.decode(prompts, PAIRWISE_LEAD, self._verdict_ids))
         same = [row.probabilities[1] for row in rows]
         forced = sum(row.forced for row in rows)
         if forced:
@@ -273,6 +272,17 @@ class Judge:
         if reasoning:
             yield reasoning
         return pairwise_distribution(same), rows[best].text, reasoning
+
+
+def _relabel(generator: Generator, label) -> Generator:
+    """`generator`'s items passed through `label`, and its result (which `yield from` over a
+    generator expression would lose)."""
+    while True:
+        try:
+            item = next(generator)
+        except StopIteration as stop:
+            return stop.value
+        yield label(item)
 
 
 def _summary(result: Combination, shown: Sequence[Candidate]) -> str:

@@ -3,6 +3,8 @@ the code finds the models inside site-packages, not in a checkout."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -12,14 +14,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing but the wheel on the path
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source") / "agent-helper"  # the build writes build/ beside the sources
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "build", "runs", "__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(REPO)], check=True, capture_output=True, text=True)
+                    str(source)], check=True, capture_output=True, text=True, env=CLEAN_ENV)
     (found,) = out.glob("agent_helper-*.whl")
     return found
 
@@ -40,12 +45,12 @@ def test_an_installed_wheel_finds_the_shipped_models_in_site_packages(wheel, tmp
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
-                   capture_output=True, text=True)
+                   capture_output=True, text=True, env=CLEAN_ENV)
     # reasoner.backends and the models package import nothing beyond the standard library.
     script = ("from reasoner.backends import default_adapter_path, read_adapter_metadata;"
               "path = default_adapter_path(); print(path);"
               "print(read_adapter_metadata(path).get('prompt_format'))")
-    run = subprocess.run([str(python), "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    run = subprocess.run([str(python), "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True, env=CLEAN_ENV)
     assert run.returncode == 0, run.stderr
     path, prompt_format = run.stdout.split()
     assert "site-packages" in path and Path(path, "adapter_model.safetensors").is_file()

@@ -111,8 +111,9 @@ class ServerSettings:
     """File types accepted for upload (a subset of ingest's SUPPORTED_SUFFIXES)."""
     max_files: int = 20
     """Files per upload request (API)."""
-    chat_concurrency: int = 4
-    """Chats the page's queue runs at once; generation itself takes turns (AgentHelper.judge_slots)."""
+    chat_concurrency: int = 16
+    """Chats the page's queue runs at once; their tickets are judged together in batches
+    (app/batching.py), so more waiting chats make fuller batches."""
     queue_concurrency: int = 2
     """Default concurrency of the page's other events."""
     max_queue: int = 256
