@@ -116,6 +116,8 @@ def cmd_delete(args) -> int:
 
 
 def cmd_search(args) -> int:
+    from app.views import where
+
     candidates = _retriever(args.home).search(args.text, k=args.k)
     if args.json:
         print(json.dumps([c.to_dict() for c in candidates], indent=2))
@@ -123,8 +125,7 @@ def cmd_search(args) -> int:
     if not candidates:
         print("nothing found (is the knowledge base empty? see `agent-helper docs`)")
     for rank, c in enumerate(candidates, start=1):
-        where = f"{c.source}" + (f" p.{c.page}" if c.page else "")
-        print(f"{rank}. [{c.score:.3f}] {c.question}\n   → {c.answer[:200]}\n   ({where})")
+        print(f"{rank}. [{c.score:.3f}] {c.question}\n   → {c.answer[:200]}\n   ({where(c.source, c.page, c.section)})")
     return 0
 
 
