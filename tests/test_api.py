@@ -285,3 +285,27 @@ def test_feedback_export_rules(tmp_path):
     assert (rows["t4"]["correct_id"], rows["t4"]["verdict_id"], rows["t4"]["rating"]) == ("b", "a", "down")
     assert rows["t4"]["candidates"] == candidates
     assert export_feedback(tmp_path / "missing.sqlite", tmp_path / "empty.jsonl") == 0
+
+
+def test_a_docx_upload_is_read_with_its_sections(client, service):
+    import io
+
+    from docx import Document
+
+    document = Document()
+    document.add_heading("Deliveries", 1)
+    document.add_heading("Can I change the delivery address after ordering?", 2)
+    document.add_paragraph("Yes, until the parcel ships: open Orders > Change address.")
+    body = io.BytesIO()
+    document.save(body)
+    mime = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    response = client.post("/api/v1/documents", files=[("files", ("Deliveries.docx", body.getvalue(), mime))])
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    assert result["status"] == "added" and result["document"]["faq_pairs"] == 1
+    assert result["document"]["ocr_pages"] == "" and result["document"]["pages"] == 0
+    doc_id = result["document"]["id"]
+    assert (service.uploads / doc_id / "Deliveries.docx").read_bytes() == body.getvalue()
+    found = service.search("I want my parcel sent to another address", k=1)[0]
+    assert (found.source, found.section) == ("Deliveries.docx", "Deliveries")
+    assert client.delete(f"/api/v1/documents/{doc_id}").status_code == 200

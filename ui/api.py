@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from app.feedback import FeedbackError, FeedbackRecord, UnknownAnswer
 from app.service import MAX_TICKET_CHARS, AgentHelper, AnswerJSON
+from ingest.formats import expected_types
 from retriever.registry import DocumentRecord
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def build_router(service: AgentHelper, settings: "ServerSettings") -> APIRouter:
                   responses={207: {"model": UploadResponse, "description": "some files failed"},
                              400: {"model": UploadResponse, "description": "every file failed"},
                              413: {"description": "request too large"}})
-    def upload(files: list[UploadFile] = File(description="PDF / CSV / JSONL files")) -> JSONResponse:
+    def upload(files: list[UploadFile] = File(description=f"knowledge files: {expected_types()}")) -> JSONResponse:
         """Add knowledge files; each file is added, found already present, or refused with its reason."""
         if len(files) > settings.max_files:
             raise HTTPException(status.HTTP_400_BAD_REQUEST,

@@ -35,14 +35,18 @@ def _progress_bars():
     """A tqdm bar per file and stage; returns the `progress_for(path)` the pipeline wants."""
     from tqdm import tqdm
 
+    from ingest.progress import EMBEDDING, OCR, READING
+
     def progress_for(path: Path):
         bars: dict[str, tqdm] = {}
 
         def update(stage: str, done: int, total: int) -> None:
-            bar = bars.get(stage)
+            key = READING if stage == OCR else stage  # one bar of pages, whether read or OCR'd
+            bar = bars.get(key)
             if bar is None:
-                bar = bars[stage] = tqdm(total=total, desc=f"{stage} {path.name}", unit="chunk"
-                                         if stage == "embedding" else "page", leave=False)
+                bar = bars[key] = tqdm(total=total, desc=f"{stage} {path.name}", unit="chunk"
+                                       if stage == EMBEDDING else "page", leave=False)
+            bar.set_description(f"{stage} {path.name}", refresh=False)
             bar.update(done - bar.n)
             if done >= total:
                 bar.close()
@@ -53,6 +57,7 @@ def _progress_bars():
 
 
 def cmd_ingest(args) -> int:
+    from ingest.formats import expected_types
     from ingest.pipeline import IngestOptions, ingest_paths
 
     options = IngestOptions(max_bytes=int(args.max_mb * 2**20))
@@ -60,7 +65,7 @@ def cmd_ingest(args) -> int:
     for result in results:
         print(result.message(), file=sys.stdout if result.ok else sys.stderr)
     if not results:
-        print("no .pdf, .csv or .jsonl files found in the given paths", file=sys.stderr)
+        print(f"no {expected_types()} files found in the given paths", file=sys.stderr)
     return 0 if results and all(r.ok for r in results) else 1
 
 
@@ -75,7 +80,8 @@ def cmd_docs(args) -> int:
     if not documents:
         print("no documents yet: agent-helper ingest FILE...")
     for d in documents:
-        print(f"{d.id}  {d.name}  pages={d.pages} chunks={d.chunks} (faq={d.faq_pairs} "
+        ocr = f" ocr_pages={d.ocr_pages}" if d.ocr_pages else ""
+        print(f"{d.id}  {d.name}  pages={d.pages}{ocr} chunks={d.chunks} (faq={d.faq_pairs} "
               f"passages={d.passages} rows={d.rows})  sha256={d.sha256}")
     print(f"embedder: {store.built_with}")
     return 0
@@ -125,7 +131,8 @@ def cmd_search(args) -> int:
     if not candidates:
         print("nothing found (is the knowledge base empty? see `agent-helper docs`)")
     for rank, c in enumerate(candidates, start=1):
-        print(f"{rank}. [{c.score:.3f}] {c.question}\n   → {c.answer[:200]}\n   ({where(c.source, c.page, c.section)})")
+        cited = where(c.source, c.page, c.section)
+        print(f"{rank}. [{c.score:.3f}] {c.question}\n   → {c.answer[:200]}\n   ({cited})")
     return 0
 
 
@@ -309,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("ingest", help="add PDF / CSV / JSONL knowledge files (or folders of them)")
+    p = sub.add_parser("ingest", help="add knowledge files (PDF, also scanned; CSV; JSONL; DOCX; HTML; Markdown) or folders of them")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--max-mb", type=float, default=200, help="refuse files larger than this (MiB)")
     p.set_defaults(func=cmd_ingest)
