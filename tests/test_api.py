@@ -70,7 +70,7 @@ def test_match_returns_the_ask_json_object(answered):
     assert answered["escalate"] is False
     assert answered["match"] == {
         "id": "pw-reset", "question": us.MATCH_TICKET, "answer": us.MATCH_ANSWER,
-        "label": "password_reset", "source": "home-faq.csv", "page": None,
+        "label": "password_reset", "source": "home-faq.csv", "page": None, "section": None,
     }
     assert 0.5 <= answered["confidence"] <= 1
     assert answered["candidates"] and all("score" in c for c in answered["candidates"])
@@ -110,7 +110,7 @@ def test_feedback_is_stored_and_exported(client, service, answered, tmp_path):
     assert example["rating"] == "down" and "SmolLM2" in example["model"]
     assert example["candidates"][0]["id"] == "pw-reset"
     assert set(example["candidates"][0]) == {"id", "question", "answer", "label", "source", "page", "score",
-                                             "rank_score"}
+                                             "rank_score", "section"}
     assert set(example) == {"ticket", "candidates", "correct_id", "verdict_id", "rating", "model", "created_at"}
 
 
