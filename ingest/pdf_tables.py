@@ -23,7 +23,6 @@ import warnings
 from collections.abc import Collection, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-
 from pathlib import Path
 
 import numpy as np

@@ -316,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("ingest", help="add knowledge files (PDF, also scanned; CSV; JSONL; DOCX; HTML; Markdown) or folders of them")
+    p = sub.add_parser("ingest", help="add knowledge files (PDF, scanned too; CSV; JSONL; DOCX; HTML; "
+                                      "Markdown) or folders of them")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--max-mb", type=float, default=200, help="refuse files larger than this (MiB)")
     p.set_defaults(func=cmd_ingest)
