@@ -1,6 +1,6 @@
 """The application core: where a ticket becomes an answer (service), the judge kept loaded per
-process (judges), uploads, the answer and feedback log (feedback), and the state folder (home).
-The interfaces (ui/) drive it; it never imports them.
+process (judges), uploads, the answer and feedback log (feedback), what an answer shows (views)
+and the state folder (home). The interfaces (ui/) drive it; it never imports them.
 
 Public faces, importable from `app` (loaded on first use, so `import app.home` stays light):
 """
@@ -13,7 +13,7 @@ _EXPORTS = {
     "FeedbackStore": "app.feedback", "FeedbackRecord": "app.feedback", "FeedbackError": "app.feedback",
     "UnknownAnswer": "app.feedback", "export_feedback": "app.feedback",
     "UploadRejected": "app.uploads", "sanitize_filename": "app.uploads",
-    "default_model_config": "app.judges",
+    "default_model_config": "app.judges", "AnswerView": "app.views",
 }
 __all__ = sorted(_EXPORTS)
 __doc__ += ", ".join(__all__) + "."

@@ -34,8 +34,6 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_CACHE_NAME = "smollm2-135m-instruct-bf16"
 _CACHE_STAMP = "agent_helper_cache.json"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ADAPTER_DIR = REPO_ROOT / "data" / "models" / "judge-smollm2"
 
 
 class ModelLoadError(RuntimeError):
@@ -91,10 +89,11 @@ class LoadedModel:
 
 
 def default_adapter_path() -> Path | None:
-    """The adapter shipped for the embedded model (data/models/judge-smollm2/), if present."""
-    if (DEFAULT_ADAPTER_DIR / ADAPTER_METADATA).is_file():
-        return DEFAULT_ADAPTER_DIR
-    return None
+    """The adapter shipped for the embedded model (data/models/judge-smollm2/, package
+    agent_helper_models), if present."""
+    from agent_helper_models import JUDGE_ADAPTER
+
+    return JUDGE_ADAPTER if (JUDGE_ADAPTER / ADAPTER_METADATA).is_file() else None
 
 
 def embedded_model_folder() -> Path:
@@ -268,7 +267,6 @@ def _load_embedded(config: ModelConfig, device: str, use_unsloth: bool):
 
 
 def _load_unsloth(name: str, load_in_4bit: bool):
-    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
     try:
         from unsloth import FastLanguageModel  # lazily: it patches transformers when imported
     except ImportError as error:

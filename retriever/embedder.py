@@ -22,7 +22,6 @@ import numpy as np
 
 PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2"
 ADAPTER_METADATA = "embedder.json"
-DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parents[1] / "data" / "models" / "embedder-minilm"
 
 
 def packaged_model_path() -> Path:
@@ -35,10 +34,10 @@ def packaged_model_path() -> Path:
 
 
 def default_adapter_path() -> Path | None:
-    """The embedder adapter shipped in data/models/embedder-minilm/, if present."""
-    if (DEFAULT_ADAPTER_DIR / ADAPTER_METADATA).is_file():
-        return DEFAULT_ADAPTER_DIR
-    return None
+    """The embedder adapter shipped in data/models/embedder-minilm/ (package agent_helper_models), if present."""
+    from agent_helper_models import EMBEDDER_ADAPTER
+
+    return EMBEDDER_ADAPTER if (EMBEDDER_ADAPTER / ADAPTER_METADATA).is_file() else None
 
 
 def model_hash(*paths: Path) -> str:

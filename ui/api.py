@@ -20,7 +20,6 @@ Upload status codes: 200 every file added or already present; 207 some failed; 4
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Literal
 
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile, status
@@ -81,84 +80,94 @@ def authorised(settings: "ServerSettings", basic: HTTPBasicCredentials | None,
     return basic is not None and settings.check_login(basic.username, basic.password)
 
 
-def build_router(service: AgentHelper, settings: "ServerSettings") -> APIRouter:
-    def require_auth(basic: HTTPBasicCredentials | None = Depends(_basic),
+class Endpoints:
+    """The API's handlers over one service; `build_router` maps them to paths."""
+
+    def __init__(self, service: AgentHelper, settings: "ServerSettings"):
+        self.service, self.settings = service, settings
+
+    def require_auth(self, basic: HTTPBasicCredentials | None = Depends(_basic),
                      bearer: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
-        if not authorised(settings, basic, bearer):
+        if not authorised(self.settings, basic, bearer):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, "sign in: Authorization: Bearer <token> or HTTP Basic",
                 headers={"WWW-Authenticate": 'Bearer realm="agent-helper", Basic realm="agent-helper"'},
             )
 
-    router = APIRouter(prefix=PREFIX)
-    guarded = APIRouter(dependencies=[Depends(require_auth)])
-
-    @router.get("/health", tags=["status"])
-    def health(basic: HTTPBasicCredentials | None = Depends(_basic),
+    def health(self, basic: HTTPBasicCredentials | None = Depends(_basic),
                bearer: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> dict:
         """Liveness; with credentials (or no login configured) also the status line's facts."""
-        body: dict = {"status": "ok", "model_loaded": service.model_loaded}
-        if authorised(settings, basic, bearer):
-            body.update(service.status())
+        body: dict = {"status": "ok", "model_loaded": self.service.model_loaded}
+        if authorised(self.settings, basic, bearer):
+            body.update(self.service.status())
         return body
 
-    @guarded.post("/match", response_model=AnswerJSON, tags=["answers"])
-    def match(request: MatchRequest) -> dict:
+    def match(self, request: MatchRequest) -> dict:
         """Find the FAQ that answers a ticket, or say escalate (the `ask --json` object)."""
         from reasoner.backends import ModelLoadError
 
         try:
-            return service.ask(request.ticket).to_json_dict()
+            return self.service.ask(request.ticket).to_json_dict()
         except ValueError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
         except ModelLoadError as error:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
 
-    @guarded.post("/feedback", response_model=FeedbackRecord, tags=["answers"])
-    def feedback(request: FeedbackRequest) -> dict:
+    def feedback(self, request: FeedbackRequest) -> dict:
         """👍/👎 on an answer and/or the right candidate's id ('none' = it should have escalated)."""
         try:
-            return service.give_feedback(request.answer_id, request.rating, request.correct_id).to_dict()
+            return self.service.give_feedback(request.answer_id, request.rating, request.correct_id).to_dict()
         except UnknownAnswer as error:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
         except FeedbackError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
 
-    @guarded.get("/documents", response_model=list[DocumentRecord], tags=["documents"])
-    def documents() -> list[dict]:
-        return [asdict(d) for d in service.documents()]
+    def documents(self) -> list[DocumentRecord]:
+        return self.service.documents()
 
-    @guarded.post("/documents", response_model=UploadResponse, tags=["documents"],
-                  responses={207: {"model": UploadResponse, "description": "some files failed"},
-                             400: {"model": UploadResponse, "description": "every file failed"},
-                             413: {"description": "request too large"}})
-    def upload(files: list[UploadFile] = File(description=f"knowledge files: {expected_types()}")) -> JSONResponse:
+    def upload(self, files: list[UploadFile] = File(description=f"knowledge files: {expected_types()}")
+               ) -> JSONResponse:
         """Add knowledge files; each file is added, found already present, or refused with its reason."""
-        if len(files) > settings.max_files:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                                f"at most {settings.max_files} files per request")
-        results = []
-        for upload_file in files:
-            name = upload_file.filename or ""
-            result = service.upload(name, upload_file.file, settings.allowed_suffixes,
-                                    max_bytes=settings.max_upload_bytes)
-            results.append(UploadResult(
-                file=name, status=result.status, message=result.message().strip(), error=result.error,
-                document=result.document,
-            ))
+        if len(files) > self.settings.max_files:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"at most {self.settings.max_files} files per request")
+        results = [self._upload_one(upload_file) for upload_file in files]
         failed = sum(r.status == "failed" for r in results)
         code = 200 if not failed else 400 if failed == len(results) else 207
-        body = UploadResponse(results=results, documents=len(service.documents()))
+        body = UploadResponse(results=results, documents=len(self.service.documents()))
         return JSONResponse(body.model_dump(), status_code=code)
 
-    @guarded.delete("/documents/{doc_id}", response_model=DocumentRecord, tags=["documents"])
-    def delete(doc_id: str) -> dict:
+    def _upload_one(self, upload_file: UploadFile) -> UploadResult:
+        name = upload_file.filename or ""
+        result = self.service.upload(name, upload_file.file, self.settings.allowed_suffixes,
+                                     max_bytes=self.settings.max_upload_bytes)
+        return UploadResult(file=name, status=result.status, message=result.message().strip(), error=result.error,
+                            document=result.document)
+
+    def delete(self, doc_id: str) -> DocumentRecord:
         """Remove a document, its chunks and its uploaded file."""
         try:
-            return asdict(service.delete(doc_id))
+            return self.service.delete(doc_id)
         except KeyError as error:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {doc_id!r}") from error
 
+
+def build_router(service: AgentHelper, settings: "ServerSettings") -> APIRouter:
+    api = Endpoints(service, settings)
+    router = APIRouter(prefix=PREFIX)
+    router.add_api_route("/health", api.health, methods=["GET"], tags=["status"])
+    guarded = APIRouter(dependencies=[Depends(api.require_auth)])
+    guarded.add_api_route("/match", api.match, methods=["POST"], response_model=AnswerJSON, tags=["answers"])
+    guarded.add_api_route("/feedback", api.feedback, methods=["POST"], response_model=FeedbackRecord,
+                          tags=["answers"])
+    guarded.add_api_route("/documents", api.documents, methods=["GET"], response_model=list[DocumentRecord],
+                          tags=["documents"])
+    guarded.add_api_route("/documents", api.upload, methods=["POST"], response_model=UploadResponse,
+                          tags=["documents"],
+                          responses={207: {"model": UploadResponse, "description": "some files failed"},
+                                     400: {"model": UploadResponse, "description": "every file failed"},
+                                     413: {"description": "request too large"}})
+    guarded.add_api_route("/documents/{doc_id}", api.delete, methods=["DELETE"], response_model=DocumentRecord,
+                          tags=["documents"])
     router.include_router(guarded)
     return router
 

@@ -9,10 +9,11 @@ import argparse
 import json
 import os
 import sys
-import typing
 from pathlib import Path
 
 from app.home import Home, load_embedder
+from ingest.formats import expected_types
+from ui import train_command
 from ui.settings import (
     BASE_EMBEDDER, DTYPES, EMBEDDER_ENV, JUDGE_DTYPE_ENV, MALLOC_ENV, ServerSettings, SettingsError, apply_offline_env,
     missing_malloc_env, resolve_home, resolve_judge_dtype,
@@ -57,7 +58,6 @@ def _progress_bars():
 
 
 def cmd_ingest(args) -> int:
-    from ingest.formats import expected_types
     from ingest.pipeline import IngestOptions, ingest_paths
 
     options = IngestOptions(max_bytes=int(args.max_mb * 2**20))
@@ -247,61 +247,6 @@ def cmd_feedback_export(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from training.config import ConfigError
-    from training.recipes import recipe_of
-
-    try:
-        recipe = recipe_of(Path(args.config)) if args.config else None
-        if recipe is None or args.help:
-            _train_parser(recipe).print_help()
-            return 0 if args.help else 2
-        options = _train_parser(recipe).parse_args(args.rest)
-        overrides = [*args.set, *(f"{key}={_toml(value)}" for key, value in vars(options).items() if value is not None)]
-        if args.out:
-            overrides.append(f"output.dir={_toml(args.out)}")
-        return recipe.run(recipe.load(Path(args.config), overrides), args.home.root, args.check)
-    except ConfigError as error:
-        print(f"agent-helper train: {error}", file=sys.stderr)
-        return 2
-
-
-def _toml(value: str) -> str:
-    """An option's text as a TOML value: numbers, booleans and lists as written, anything else a string."""
-    import tomllib
-
-    try:
-        tomllib.loads(f"v = {value}")
-        return value
-    except tomllib.TOMLDecodeError:
-        return json.dumps(value)
-
-
-def _train_parser(recipe) -> argparse.ArgumentParser:
-    """One option per field of the recipe's config (`--train.max_steps 50`), documented by the field's
-    own docstring (training/config.field_docs): the config dataclasses are the command line."""
-    from training.config import field_docs
-
-    parser = argparse.ArgumentParser(
-        prog="agent-helper train", usage="agent-helper train --config TOML [--out DIR] [--check] [options]",
-        add_help=False,
-        description=f"Options of the {recipe.name!r} recipe ({recipe.what}); each overrides the config file's "
-                    "value. Also: --out DIR, --check (validate and stop), --set SECTION.KEY=VALUE."
-        if recipe else "agent-helper train --config training/configs/NAME.toml [--out DIR] [--check] [options]: "
-                       "the config names its recipe; --config FILE --help lists the recipe's options.")
-    for section, cls in (recipe.sections() if recipe else {}).items():
-        group = parser.add_argument_group(f"[{section}]")
-        docs = field_docs(cls)
-        for name, kind in typing.get_type_hints(cls).items():
-            group.add_argument(f"--{section}.{name}", dest=f"{section}.{name}", metavar=_metavar(kind),
-                               help=docs.get(name, "").replace("%", "%%"))
-    return parser
-
-
-def _metavar(kind) -> str:
-    return {bool: "true|false", int: "N", float: "X", str: "TEXT"}.get(kind, "[A, B]")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-helper",
@@ -315,80 +260,69 @@ def build_parser() -> argparse.ArgumentParser:
              "else base); the knowledge base must be built with it (see `reindex`)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _knowledge_commands(sub)
+    _answer_commands(sub)
+    p = sub.add_parser("feedback", help="agents' feedback")
+    feedback = p.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
+    e = feedback.add_parser("export", help="write feedback as training examples (JSONL)")
+    e.add_argument("file", metavar="FILE")
+    e.set_defaults(func=cmd_feedback_export)
+    train_command.add_parser(sub)
+    return parser
 
-    p = sub.add_parser("ingest", help="add knowledge files (PDF, scanned too; CSV; JSONL; DOCX; HTML; "
-                                      "Markdown) or folders of them")
+
+def _knowledge_commands(sub) -> None:
+    p = sub.add_parser("ingest", help=f"add knowledge files ({expected_types()}) or folders of them")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--max-mb", type=float, default=200, help="refuse files larger than this (MiB)")
     p.set_defaults(func=cmd_ingest)
-
     p = sub.add_parser("docs", help="list ingested documents")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_docs)
-
     p = sub.add_parser("delete", help="remove a document and all its chunks")
     p.add_argument("doc_id", metavar="DOC_ID")
     p.set_defaults(func=cmd_delete)
-
     p = sub.add_parser("reindex", help="re-embed every chunk with the chosen --embedder (the old "
                        "index keeps serving until the new one is complete)")
     p.add_argument("--force", action="store_true",
                    help="re-embed even when the store is already built with this embedder")
     p.set_defaults(func=cmd_reindex)
-
     p = sub.add_parser("search", help="show the retriever's candidate FAQs for a ticket")
     p.add_argument("text", metavar="TEXT")
     p.add_argument("-k", type=int, default=5, help="number of candidates (default 5)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 
-    def model_options(p):
-        p.add_argument("--model", default="embedded",
-                       help="judge base model: 'embedded' (SmolLM2-135M, default) or a HF name/path")
-        p.add_argument("--adapter", type=Path, default=None,
-                       help="LoRA adapter folder (default: the shipped one for the embedded model)")
-        p.add_argument("--dtype", choices=DTYPES, default=None,
-                       help=f"judge weights' dtype (default: ${JUDGE_DTYPE_ENV}, else auto: float32 on a "
-                            "CPU for the embedded model, bfloat16 on CUDA)")
 
+def _model_options(p) -> None:
+    p.add_argument("--model", default="embedded",
+                   help="judge base model: 'embedded' (SmolLM2-135M, default) or a HF name/path")
+    p.add_argument("--adapter", type=Path, default=None,
+                   help="LoRA adapter folder (default: the shipped one for the embedded model)")
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help=f"judge weights' dtype (default: ${JUDGE_DTYPE_ENV}, else auto: float32 on a "
+                        "CPU for the embedded model, bfloat16 on CUDA)")
+
+
+def _answer_commands(sub) -> None:
     p = sub.add_parser("ask", help="judge a ticket: matched FAQ with reasoning, or escalate")
     p.add_argument("text", metavar="TEXT")
     p.add_argument("--json", action="store_true", help="print one JSON object (see README)")
-    model_options(p)
+    _model_options(p)
     p.set_defaults(func=cmd_ask)
-
     p = sub.add_parser("eval", help="accuracy, out-of-scope recall and latency on labelled tickets")
     p.add_argument("queries", metavar="QUERIES.jsonl",
                    help='lines {"ticket": str, "label": str|null}; null = should escalate')
     p.add_argument("--limit", type=int, help="only the first N tickets")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", metavar="FILE", help="also write one JSON line per ticket")
-    model_options(p)
+    _model_options(p)
     p.set_defaults(func=cmd_eval)
-
     p = sub.add_parser("serve", help="start the web page and the REST API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
-    model_options(p)
+    _model_options(p)
     p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("feedback", help="agents' feedback")
-    feedback = p.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
-    e = feedback.add_parser("export", help="write feedback as training examples (JSONL)")
-    e.add_argument("file", metavar="FILE")
-    e.set_defaults(func=cmd_feedback_export)
-
-    p = sub.add_parser("train", add_help=False,
-                       help="fine-tune the judge or the search embedder from a TOML config (see training/); "
-                            "--config FILE --help lists its options")
-    p.add_argument("--config", metavar="TOML", help="training/configs/NAME.toml (names its recipe)")
-    p.add_argument("--out", metavar="DIR", help="run folder (default <home>/runs/<config>-<time>)")
-    p.add_argument("--check", action="store_true", help="validate config, data and base model, then stop")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable)")
-    p.add_argument("-h", "--help", action="store_true")
-    p.set_defaults(func=cmd_train, rest=[])
-    return parser
 
 
 def _reexec_with_malloc_env() -> None:

@@ -39,6 +39,7 @@ OFFLINE_ENV = {
     "ANONYMIZED_TELEMETRY": "False",
     "TOKENIZERS_PARALLELISM": "false",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "UNSLOTH_DISABLE_STATISTICS": "1",
 }
 # glibc's default malloc made KV-cache appends 50x slower under load (DESIGN.md); these only
 # take effect at process start, so the CLI re-executes itself once with them set.
