@@ -147,3 +147,26 @@ def fee_schedule_pdf(dst: str | Path) -> list[dict[str, str]]:
             table.row(row)
     pdf.output(str(dst))
     return [dict(zip(FEES_HEADER, row)) for row in FEES] + [dict(zip(LIMITS_HEADER, row)) for row in LIMITS]
+
+
+def ruled_report_pdf(dst: str | Path, pages: int = 4, table_page: int = 3) -> Path:
+    """Pages of prose under a rule drawn below the running header on every page; page `table_page` also
+    holds the ruled fee table (the rule alone is decoration, not a table)."""
+    pdf = FPDF(format=A5)
+    pdf.set_creation_date(_FIXED_DATE)
+    pdf.set_margins(12, 18, 12)
+    for number in range(1, pages + 1):
+        pdf.add_page()
+        pdf.set_font("Helvetica", "I", 8)
+        pdf.text(12, 10, "Acme Bank - Annual report")
+        pdf.line(12, 12, 136, 12)
+        pdf.set_font("Helvetica", "", 10)
+        pdf.multi_cell(0, 5, f"Section {number}. Our branches served more customers this year than ever "
+                       "before, and most of them now use the app for everyday banking.")
+        if number == table_page:
+            pdf.ln(4)
+            with pdf.table(col_widths=(50, 32, 42), line_height=5, text_align="LEFT") as table:
+                for row in (FEES_HEADER, *FEES[:3]):
+                    table.row(row)
+    pdf.output(str(dst))
+    return Path(dst)

@@ -8,7 +8,8 @@ img2table finds the tables (ruled, one rule under the headings, or zebra fills) 
 page with OpenCV, and fills the cells from the PDF's text layer, or by OCR on scanned pages (the Tesseract
 engine of ingest/ocr.py, in process). It was the only extractor tried that got every row and heading of all
 three table styles with no spurious row. It costs 0.3-0.5 CPU s a page, so it only runs on pages that can
-hold a table: pages with drawn lines or fills, and scanned pages; a plain text manual pays nothing. Pages
+hold a table: scanned pages, and pages with drawn lines or fills other than those repeated on most pages
+(a rule under the running header); a plain text manual pays nothing. Pages
 are handed to it one at a time, as one-page PDFs: it keeps every page it renders as an RGB array.
 
 A table at the top of the next page with as many columns as the previous table, under at most the running
@@ -20,9 +21,11 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections import Counter
 from collections.abc import Collection, Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,7 @@ from ingest.ocr import MAX_IMAGE_PIXELS, MAX_RENDER_PIXELS, Tesseract, open_pdfi
 from ingest.progress import TABLES, ProgressFn
 
 RENDER_SCALE = 200 / 72  # img2table renders every page at 200 dpi; it cannot be told otherwise
+MAX_PATHS = 500  # path objects looked at per page to find its drawings
 RUNNING_LINES = 1  # a table under no more text lines than this (a running header) may continue the last one
 _CAPTION = re.compile(r"^[A-Z][^.!?;:]{2,60}$")  # a short heading-like title, not a sentence
 
@@ -70,18 +74,21 @@ def table_rows(path: str | Path, scanned: Collection[int] = (), progress: Progre
 
 
 def _candidate_pages(path: Path, scanned: set[int]) -> list[int]:
-    """Pages with drawn lines or fills, and scanned pages; never one too large to render safely (measured: a
-    116x165-inch page at 200 dpi, 770 MP, got the extractor killed for memory)."""
-    found = []
+    """Scanned pages, and pages with drawn lines or fills other than the running decorations (a rule under
+    the header on every page would otherwise send a 1,600-page manual through table detection)."""
+    drawings: list[set[tuple[int, ...]] | None] = []  # per page: boxes of its lines and fills; None: too large
     with closing(open_pdfium(path)) as document:
         for index in range(len(document)):
             with closing(document[index]) as page:
-                if _renderable(page) and (index + 1 in scanned or _has_drawings(page)):
-                    found.append(index + 1)
-    return found
+                drawings.append(_drawing_boxes(page) if _renderable(page) else None)
+    running = _running_boxes([boxes for boxes in drawings if boxes is not None])
+    return [number for number, boxes in enumerate(drawings, start=1)
+            if boxes is not None and (number in scanned or boxes - running)]
 
 
 def _renderable(page: pdfium.PdfPage) -> bool:
+    """False for a page too large to render safely (measured: a 116x165-inch page at 200 dpi, 770 MP, got the
+    extractor killed for memory) or holding an image too large to decode."""
     width, height = page.get_size()
     if width * height * RENDER_SCALE**2 > MAX_RENDER_PIXELS:
         return False
@@ -89,8 +96,18 @@ def _renderable(page: pdfium.PdfPage) -> bool:
     return all(w * h <= MAX_IMAGE_PIXELS for w, h in (image.get_px_size() for image in images))
 
 
-def _has_drawings(page: pdfium.PdfPage) -> bool:
-    return any(True for _ in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_PATH]))
+def _drawing_boxes(page: pdfium.PdfPage) -> set[tuple[int, ...]]:
+    """Bounding boxes (whole points) of the page's path objects; a few hundred are enough to decide."""
+    paths = islice(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_PATH]), MAX_PATHS)
+    return {tuple(round(value) for value in path.get_bounds()) for path in paths}
+
+
+def _running_boxes(pages: list[set[tuple[int, ...]]]) -> set[tuple[int, ...]]:
+    """Boxes drawn at the same place on at least half the pages (of at least 3): headers, footers, frames."""
+    if len(pages) < 3:
+        return set()
+    counts = Counter(box for boxes in pages for box in boxes)
+    return {box for box, count in counts.items() if count >= (len(pages) + 1) // 2}
 
 
 def _page_tables(path: Path, number: int, scanned: bool, engine: Tesseract) -> list[_Table]:

@@ -156,6 +156,16 @@ def test_table_search_skips_pages_without_drawings(files):
     assert events == []  # no page had lines or fills: nothing was rendered
 
 
+def test_a_rule_repeated_on_every_page_is_not_a_table(tmp_path):
+    from ingest.pdf_tables import table_rows
+
+    path = sf.ruled_report_pdf(tmp_path / "report.pdf", pages=4, table_page=3)
+    events = []
+    rows = table_rows(path, progress=lambda *event: events.append(event))
+    assert events == [("tables", 1, 1)]  # only page 3 went through table detection
+    assert [(row.page, row.text) for row in rows] == [(3, _row(dict(zip(sf.FEES_HEADER, fee)))) for fee in sf.FEES[:3]]
+
+
 # --- the registry of an older home ------------------------------------------------------------------------
 
 OLD_SCHEMA = """
