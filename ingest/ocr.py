@@ -119,12 +119,15 @@ class ScannedPages:
 
     def read(self, index: int) -> OcrText | None:
         """OCR of page `index` (0-based), or None when the page holds no image (blank or drawings only)."""
-        with closing(open_pdfium(self.path)) as document, closing(document[index]) as page:
-            sizes = image_sizes(page)
-            if not sizes:
-                return None
-            check_images(self.path, index + 1, sizes)
-            image = render(page, self.dpi)
+        try:
+            with closing(open_pdfium(self.path)) as document, closing(document[index]) as page:
+                sizes = image_sizes(page)
+                if not sizes:
+                    return None
+                check_images(self.path, index + 1, sizes)
+                image = render(page, self.dpi)
+        except pdfium.PdfiumError as exc:
+            raise IngestError(self.path, f"page {index + 1}: cannot render the scanned page ({exc})") from exc
         return self.engine.read(image)
 
     def close(self) -> None:
