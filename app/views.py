@@ -16,9 +16,11 @@ def percent(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-def where(source: str, page: int | None) -> str:
-    """A citation: the file, and the page when there is one."""
-    return f"{source}, page {page}" if page else source
+def where(source: str, page: int | None, section: str | None = None) -> str:
+    """A citation: the file, and the page (PDFs) or the section (DOCX, HTML, Markdown) when there is one."""
+    if page:
+        return f"{source}, page {page}"
+    return f"{source}, section {section}" if section else source
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class CandidateRow:
     similarity: float
     combined: float
     source: str
-    """The citation (file, page)."""
+    """The citation (file, and page or section)."""
     id: str
 
 
@@ -69,14 +71,15 @@ class AnswerView:
             confidence=percent(verdict.confidence),
             resolution="" if verdict.escalate or verdict.match is None else verdict.match.answer,
             question=shown.question if shown else "",
-            source=where(shown.source, shown.page) if shown else "",
+            source=where(shown.source, shown.page, shown.section) if shown else "",
             similarity=shown.score if shown else None,
             label=verdict.match.label if verdict.match else None,
             reasoning=verdict.reasoning,
             latency_s=verdict.latency_s,
             notes=list(verdict.notes),
             candidates=[CandidateRow(s.number, s.candidate.question, s.candidate.score, s.combined,
-                                     where(s.candidate.source, s.candidate.page), s.candidate.id)
+                                     where(s.candidate.source, s.candidate.page, s.candidate.section),
+                                     s.candidate.id)
                         for s in verdict.candidates],
             choices=[(f"{c.id} — {c.question[:90]}", c.id) for c in retrieved]
             + [("none — nothing matches: escalate", NONE_ID)],

@@ -1,5 +1,6 @@
-"""Knowledge files in, chunks out: reads PDFs (page text, running headers and footers stripped, FAQ
-pairs recovered), CSV and JSONL rows, and writes each file all-or-nothing through the store.
+"""Knowledge files in, chunks out: reads PDFs (page text, OCR of scanned pages, running headers and footers
+stripped, FAQ pairs recovered, table rows with their headings), DOCX, HTML and Markdown (pairs and passages
+by section), CSV and JSONL rows, and writes each file all-or-nothing through the store.
 
 Public faces (loaded on first use): `ingest_paths`, `ingest_file`, `IngestOptions`, `IngestResult`
 (pipeline.py), `SUPPORTED_SUFFIXES` (formats.py), `IngestError` (errors.py).

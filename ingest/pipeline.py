@@ -12,21 +12,13 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ingest.errors import IngestError
-from ingest.faq import split_faq
-from ingest.formats import SUPPORTED_SUFFIXES, expected_types
-from ingest.pdf import read_pages, strip_running_lines
-from ingest.tables import read_rows
-from retriever.store import (
-    FAQ, PASSAGE, ROW, ChunkRecord, DocumentRecord, KnowledgeStore, new_document,
-)
+from ingest.formats import SUPPORTED_SUFFIXES, expected_types, reader_for
+from ingest.progress import EMBEDDING, ProgressFn
+from retriever.store import DocumentRecord, KnowledgeStore, new_document
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 
 ADDED, UNCHANGED, FAILED = "added", "unchanged", "failed"
-
-# (stage, done, total): stage is "reading" or "embedding"; the CLI draws it as a bar, the web
-# page as its progress component.
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -55,7 +47,8 @@ class IngestResult:
         parts = [f"{doc.faq_pairs} FAQ pairs"] if doc.faq_pairs else []
         parts += [f"{doc.passages} passages"] if doc.passages else []
         parts += [f"{doc.rows} rows"] if doc.rows else []
-        return f"added     {self.path.name}: {', '.join(parts)} as {doc.id}"
+        ocr = f" (OCR on pages {doc.ocr_pages})" if doc.ocr_pages else ""
+        return f"added     {self.path.name}: {', '.join(parts)} as {doc.id}{ocr}"
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -93,20 +86,6 @@ def _check_file(path: Path, options: IngestOptions) -> None:
         )
 
 
-def _pdf_chunks(path: Path, progress: ProgressFn | None) -> tuple[int, list[ChunkRecord]]:
-    pages = strip_running_lines(read_pages(path))
-    if progress:
-        progress("reading", len(pages), len(pages))
-    pairs, passages = split_faq(pages)
-    chunks = [ChunkRecord(FAQ, p.question, p.answer, p.page) for p in pairs]
-    chunks += [ChunkRecord(PASSAGE, p.text, p.text, p.page) for p in passages]
-    return len(pages), chunks
-
-
-def _table_chunks(path: Path) -> list[ChunkRecord]:
-    return [ChunkRecord(ROW, r.question, r.answer, None, r.label, r.id) for r in read_rows(path)]
-
-
 def ingest_file(
     store: KnowledgeStore, path: Path, options: IngestOptions = IngestOptions(),
     progress: ProgressFn | None = None,
@@ -117,15 +96,12 @@ def ingest_file(
         existing = store.find(sha256=sha256)
         if existing is not None:
             return IngestResult(path, UNCHANGED, existing)
-        if path.suffix.lower() == ".pdf":
-            pages, chunks = _pdf_chunks(path, progress)
-        else:
-            pages, chunks = 0, _table_chunks(path)
-        if not chunks:
+        found = reader_for(path.suffix)(path, progress)
+        if not found.chunks:
             raise IngestError(path, "no questions, answers or text found")
-        document = new_document(path.name, sha256, pages, chunks)
+        document = new_document(path.name, sha256, found.pages, found.chunks, found.ocr_pages)
         store.add_document(
-            document, chunks, progress and (lambda done, total: progress("embedding", done, total))
+            document, found.chunks, progress and (lambda done, total: progress(EMBEDDING, done, total))
         )
         return IngestResult(path, ADDED, document)
     except IngestError as error:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.errors import IngestError
+from ingest.textfile import read_utf8
 
 REQUIRED = ("question", "answer")
 OPTIONAL = ("id", "label")
@@ -36,30 +37,11 @@ def read_rows(path: str | Path) -> list[Row]:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
         raise IngestError(path, f"unsupported file type {suffix or '(none)'}; expected .csv or .jsonl")
-    text = _read_text(path, "CSV" if suffix == ".csv" else "JSONL")
+    text = read_utf8(path, "CSV" if suffix == ".csv" else "JSONL")
     rows = list(_csv_rows(path, text) if suffix == ".csv" else _jsonl_rows(path, text))
     if not rows:
         raise IngestError(path, "no rows (only a header)" if suffix == ".csv" else "no rows")
     return rows
-
-
-def _read_text(path: Path, kind: str) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise IngestError(path, f"cannot read file ({exc.strerror or exc})") from exc
-    if not data.strip():
-        raise IngestError(path, "empty file")
-    if b"\x00" in data[:8192]:
-        offset = data.index(b"\x00")
-        raise IngestError(path, f"binary file, not {kind} text (NUL byte at offset {offset})")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        byte = data[exc.start]
-        raise IngestError(
-            path, f"not UTF-8 text (byte 0x{byte:02x} at offset {exc.start}); save it as UTF-8"
-        ) from exc
 
 
 def _csv_rows(path: Path, text: str) -> Iterator[Row]:

@@ -25,6 +25,8 @@ class Candidate:
     page: int | None
     score: float
     rank_score: float = 0.0
+    section: str | None = None
+    """Heading path in the source ("Returns › Refund times") for DOCX, HTML and Markdown entries."""
 
     @property
     def resolution_key(self) -> str:
@@ -35,7 +37,7 @@ class Candidate:
         return asdict(self)
 
     def citation(self) -> "Citation":
-        return Citation(self.id, self.question, self.answer, self.label, self.source, self.page)
+        return Citation(self.id, self.question, self.answer, self.label, self.source, self.page, self.section)
 
 
 @dataclass(frozen=True)
@@ -50,4 +52,6 @@ class Citation:
     source: str
     """File the entry came from."""
     page: int | None
-    """Page in the source document (None for CSV/JSONL rows)."""
+    """Page in the source document (None for CSV/JSONL rows and for DOCX, HTML and Markdown)."""
+    section: str | None = None
+    """Heading path in a DOCX, HTML or Markdown source, "Returns › Refund times" (None elsewhere)."""

@@ -6,13 +6,16 @@ One SQLite file under the home (`registry.sqlite`), two tables:
   are listed or found; what is left "ingesting" belongs to an interrupted ingest and is removed.
 - `meta`: the active Chroma collection's name, and a generation number that grows with every change
   of content (caches built on the chunks key on it).
+
+A field added to `DocumentRecord` later must have a default: a registry made before it gets the column
+on open (ALTER TABLE ... ADD COLUMN with that default), so homes built by older versions keep working.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from dataclasses import astuple, dataclass, fields
+from dataclasses import MISSING, Field, astuple, dataclass, fields
 from pathlib import Path
 
 INGESTING, READY = "ingesting", "ready"
@@ -33,17 +36,38 @@ class DocumentRecord:
     passages: int
     rows: int
     added_at: float
+    ocr_pages: str = ""
+    """Pages read by OCR (scanned pages), as ranges: "2, 4" or "1-100"; "" when none were."""
 
 
 _SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", "str": "TEXT", "int": "INTEGER", "float": "REAL"}
 _COLUMNS = [f.name for f in fields(DocumentRecord)]
 
 
+def _column(f: Field) -> str:
+    definition = f"{f.name} {_SQL_TYPES[f.type]} NOT NULL"
+    if f.default is not MISSING:
+        definition += f" DEFAULT {_sql_literal(f.default)}"
+    return definition + (" PRIMARY KEY" if f.name == "id" else "") + (" UNIQUE" if f.name == "sha256" else "")
+
+
+def _sql_literal(value: str | int | float) -> str:
+    return "'" + value.replace("'", "''") + "'" if isinstance(value, str) else repr(value)
+
+
 def _schema() -> str:
-    columns = ", ".join(f"{f.name} {_SQL_TYPES[f.type]} NOT NULL" + (" PRIMARY KEY" if f.name == "id" else "")
-                        + (" UNIQUE" if f.name == "sha256" else "") for f in fields(DocumentRecord))
+    columns = ", ".join(_column(f) for f in fields(DocumentRecord))
     return (f"CREATE TABLE IF NOT EXISTS documents ({columns}, status TEXT NOT NULL);\n"
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Columns of fields added since the table was made (older homes), with their defaults."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(documents)")}
+    with db:
+        for f in fields(DocumentRecord):
+            if f.name not in present:
+                db.execute(f"ALTER TABLE documents ADD COLUMN {_column(f)}")
 
 
 class Registry:
@@ -53,6 +77,7 @@ class Registry:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.executescript(_schema())
+        _add_missing_columns(self._db)
 
     def close(self) -> None:
         with self._lock:

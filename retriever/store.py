@@ -54,7 +54,10 @@ class EmbedderId:
 
 @dataclass(frozen=True)
 class ChunkRecord:
-    """One searchable unit. For passages, `question` holds the passage text that is searched."""
+    """One searchable unit. For passages, `question` holds the passage text that is searched.
+
+    `page` cites PDFs; `section` (the heading path, "Returns › Refund times") cites DOCX, HTML and Markdown.
+    """
 
     kind: str
     question: str
@@ -62,6 +65,7 @@ class ChunkRecord:
     page: int | None = None
     label: str | None = None
     row_id: str | None = None
+    section: str | None = None
 
 
 ProgressFn = Callable[[int, int], None]
@@ -70,7 +74,7 @@ def _chunk_metadata(doc: DocumentRecord, chunk: ChunkRecord) -> dict:
     # Chroma metadata cannot hold None: absent values are left out.
     meta = {"doc_id": doc.id, "source": doc.name, "kind": chunk.kind, "question": chunk.question,
             "answer": chunk.answer}
-    optional = {"page": chunk.page, "label": chunk.label, "row_id": chunk.row_id}
+    optional = {"page": chunk.page, "label": chunk.label, "row_id": chunk.row_id, "section": chunk.section}
     meta.update({k: v for k, v in optional.items() if v is not None})
     return meta
 
@@ -84,6 +88,7 @@ def candidate_from_metadata(chunk_id: str, meta: dict, score: float) -> Candidat
         source=meta["source"],
         page=meta.get("page"),
         score=float(score),
+        section=meta.get("section"),
     )
 
 
@@ -339,10 +344,23 @@ class KnowledgeStore:
         self.registry.close()
 
 
-def new_document(name: str, sha256: str, pages: int, chunks: Sequence[ChunkRecord]) -> DocumentRecord:
+def new_document(
+    name: str, sha256: str, pages: int, chunks: Sequence[ChunkRecord], ocr_pages: Sequence[int] = ()
+) -> DocumentRecord:
     kinds = [c.kind for c in chunks]
     return DocumentRecord(
         id=sha256[:16], name=name, sha256=sha256, pages=pages, chunks=len(chunks),
         faq_pairs=kinds.count(FAQ), passages=kinds.count(PASSAGE), rows=kinds.count(ROW),
-        added_at=time.time(),
+        added_at=time.time(), ocr_pages=page_ranges(ocr_pages),
     )
+
+
+def page_ranges(numbers: Sequence[int]) -> str:
+    """ "2-5, 7" for pages 2, 3, 4, 5 and 7: short enough for a table cell even on a 500-page scan."""
+    spans: list[list[int]] = []
+    for number in sorted(set(numbers)):
+        if spans and number == spans[-1][1] + 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)

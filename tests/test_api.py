@@ -70,7 +70,7 @@ def test_match_returns_the_ask_json_object(answered):
     assert answered["escalate"] is False
     assert answered["match"] == {
         "id": "pw-reset", "question": us.MATCH_TICKET, "answer": us.MATCH_ANSWER,
-        "label": "password_reset", "source": "home-faq.csv", "page": None,
+        "label": "password_reset", "source": "home-faq.csv", "page": None, "section": None,
     }
     assert 0.5 <= answered["confidence"] <= 1
     assert answered["candidates"] and all("score" in c for c in answered["candidates"])
@@ -110,7 +110,7 @@ def test_feedback_is_stored_and_exported(client, service, answered, tmp_path):
     assert example["rating"] == "down" and "SmolLM2" in example["model"]
     assert example["candidates"][0]["id"] == "pw-reset"
     assert set(example["candidates"][0]) == {"id", "question", "answer", "label", "source", "page", "score",
-                                             "rank_score"}
+                                             "rank_score", "section"}
     assert set(example) == {"ticket", "candidates", "correct_id", "verdict_id", "rating", "model", "created_at"}
 
 
@@ -285,3 +285,27 @@ def test_feedback_export_rules(tmp_path):
     assert (rows["t4"]["correct_id"], rows["t4"]["verdict_id"], rows["t4"]["rating"]) == ("b", "a", "down")
     assert rows["t4"]["candidates"] == candidates
     assert export_feedback(tmp_path / "missing.sqlite", tmp_path / "empty.jsonl") == 0
+
+
+def test_a_docx_upload_is_read_with_its_sections(client, service):
+    import io
+
+    from docx import Document
+
+    document = Document()
+    document.add_heading("Deliveries", 1)
+    document.add_heading("Can I change the delivery address after ordering?", 2)
+    document.add_paragraph("Yes, until the parcel ships: open Orders > Change address.")
+    body = io.BytesIO()
+    document.save(body)
+    mime = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    response = client.post("/api/v1/documents", files=[("files", ("Deliveries.docx", body.getvalue(), mime))])
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    assert result["status"] == "added" and result["document"]["faq_pairs"] == 1
+    assert result["document"]["ocr_pages"] == "" and result["document"]["pages"] == 0
+    doc_id = result["document"]["id"]
+    assert (service.uploads / doc_id / "Deliveries.docx").read_bytes() == body.getvalue()
+    found = service.search("I want my parcel sent to another address", k=1)[0]
+    assert (found.source, found.section) == ("Deliveries.docx", "Deliveries")
+    assert client.delete(f"/api/v1/documents/{doc_id}").status_code == 200

@@ -306,9 +306,11 @@ def test_encrypted_pdf_with_empty_user_password_is_read(tmp_path: Path) -> None:
     assert len(pairs) == 6 and pairs[0].question.startswith("How do I")
 
 
-def test_image_only_pdf(tmp_path: Path) -> None:
+def test_image_only_pdf_that_ocr_cannot_read(tmp_path: Path) -> None:
+    # Drawn bars, no letters: the pages are OCR'd (scanned: an image and no text layer) and give nothing.
     assert_rejected(
-        fx.make_image_only_pdf(tmp_path / "scan.pdf"), "no text layer (scanned or image-only PDF?); run OCR first"
+        fx.make_image_only_pdf(tmp_path / "scan.pdf"),
+        "no usable text: no text layer, and OCR of 2 scanned page(s) found no readable text",
     )
 
 

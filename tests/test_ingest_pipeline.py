@@ -90,18 +90,20 @@ def test_bad_files_fail_alone_and_leave_nothing(store, tmp_path):
         "missing.csv": tmp_path / "missing.csv",
         "latin1.csv": tmp_path / "latin1.csv",
         "doc.docx": tmp_path / "doc.docx",
+        "notes.txt": tmp_path / "notes.txt",
     }
     bad["empty.pdf"].write_bytes(b"")
     bad["missing.csv"].write_text("question,label\nWhere is it?,track\n", encoding="utf-8")
     bad["latin1.csv"].write_bytes("question,answer\nCafé?,Oui\n".encode("latin-1"))
     bad["doc.docx"].write_bytes(b"PK\x03\x04")
+    bad["notes.txt"].write_text("Q: How do I cancel?\nA: Press Cancel.\n")
     results = ingest_paths(store, [*bad.values(), good])
     by_name = {r.path.name: r for r in results}
     assert by_name["good.csv"].status == ADDED
     expected_reason = {
         "encrypted.pdf": "encrypted", "scanned.pdf": "no text layer", "truncated.pdf": "corrupt",
         "notes.pdf": "not a PDF", "empty.pdf": "empty", "missing.csv": "missing required column",
-        "latin1.csv": "not UTF-8", "doc.docx": "unsupported file type",
+        "latin1.csv": "not UTF-8", "doc.docx": "not a DOCX", "notes.txt": "unsupported file type",
     }
     for name, reason in expected_reason.items():
         result = by_name[name]

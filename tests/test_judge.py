@@ -232,7 +232,7 @@ def test_verdict_json_has_every_design_field(llama3_tokenizer):
     judge = scripted_judge(llama3_tokenizer, "Reasoning: x.\nAnswer: 1", {"1": 5.0})
     data = judge.decide("reset my password", CARDS).to_json_dict()
     assert {"match", "confidence", "escalate", "reasoning", "candidates", "latency_s"} <= set(data)
-    assert set(data["match"]) == {"id", "question", "answer", "label", "source", "page"}
+    assert set(data["match"]) == {"id", "question", "answer", "label", "source", "page", "section"}
     assert 0.0 <= data["confidence"] <= 1.0 and isinstance(data["escalate"], bool)
     assert {"id", "question", "score", "judge_probability", "retriever_probability", "combined"} <= set(data["candidates"][0])
     json.dumps(data)

@@ -100,3 +100,17 @@ def test_upload_reports_each_file_and_keeps_the_good_ones(page, client, tmp_path
     assert "3 documents" in status
     assert {d.name for d in service.documents()} == {"home-faq.csv", "more.jsonl", "parcels.csv"}
     assert sorted(p.name for p in service.uploads.rglob("*") if p.is_file()) == ["more.jsonl", "parcels.csv"]
+
+
+def test_upload_of_a_markdown_help_article(page, client, tmp_path):
+    from gradio_client import handle_file
+
+    service, _ = page
+    article = tmp_path / "returns.md"
+    article.write_text("# Returns\n\n## Can I return a sofa or other large furniture?\n\nYes: book a free "
+                       "courier collection under Orders > Return furniture.\n", encoding="utf-8")
+    results, table, _, _ = client.predict([handle_file(str(article))], api_name="/upload")
+    assert results.startswith("✅") and "returns.md: 1 FAQ pairs" in results
+    assert "returns.md" in {row[1] for row in table["data"]}
+    found = service.search("I want to send back the sofa I bought", k=1)[0]
+    assert (found.source, found.section) == ("returns.md", "Returns")

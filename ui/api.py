@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from app.feedback import FeedbackError, FeedbackRecord, UnknownAnswer
 from app.service import MAX_TICKET_CHARS, AgentHelper, AnswerJSON
+from ingest.formats import expected_types
 from retriever.registry import DocumentRecord
 
 if TYPE_CHECKING:
@@ -124,7 +125,8 @@ class Endpoints:
     def documents(self) -> list[DocumentRecord]:
         return self.service.documents()
 
-    def upload(self, files: list[UploadFile] = File(description="knowledge files")) -> JSONResponse:
+    def upload(self, files: list[UploadFile] = File(description=f"knowledge files: {expected_types()}")
+               ) -> JSONResponse:
         """Add knowledge files; each file is added, found already present, or refused with its reason."""
         if len(files) > self.settings.max_files:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, f"at most {self.settings.max_files} files per request")

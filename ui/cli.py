@@ -36,14 +36,18 @@ def _progress_bars():
     """A tqdm bar per file and stage; returns the `progress_for(path)` the pipeline wants."""
     from tqdm import tqdm
 
+    from ingest.progress import EMBEDDING, OCR, READING
+
     def progress_for(path: Path):
         bars: dict[str, tqdm] = {}
 
         def update(stage: str, done: int, total: int) -> None:
-            bar = bars.get(stage)
+            key = READING if stage == OCR else stage  # one bar of pages, whether read or OCR'd
+            bar = bars.get(key)
             if bar is None:
-                bar = bars[stage] = tqdm(total=total, desc=f"{stage} {path.name}", unit="chunk"
-                                         if stage == "embedding" else "page", leave=False)
+                bar = bars[key] = tqdm(total=total, desc=f"{stage} {path.name}", unit="chunk"
+                                       if stage == EMBEDDING else "page", leave=False)
+            bar.set_description(f"{stage} {path.name}", refresh=False)
             bar.update(done - bar.n)
             if done >= total:
                 bar.close()
@@ -76,7 +80,8 @@ def cmd_docs(args) -> int:
     if not documents:
         print("no documents yet: agent-helper ingest FILE...")
     for d in documents:
-        print(f"{d.id}  {d.name}  pages={d.pages} chunks={d.chunks} (faq={d.faq_pairs} "
+        ocr = f" ocr_pages={d.ocr_pages}" if d.ocr_pages else ""
+        print(f"{d.id}  {d.name}  pages={d.pages}{ocr} chunks={d.chunks} (faq={d.faq_pairs} "
               f"passages={d.passages} rows={d.rows})  sha256={d.sha256}")
     print(f"embedder: {store.built_with}")
     return 0
@@ -117,6 +122,8 @@ def cmd_delete(args) -> int:
 
 
 def cmd_search(args) -> int:
+    from app.views import where
+
     candidates = _retriever(args.home).search(args.text, k=args.k)
     if args.json:
         print(json.dumps([c.to_dict() for c in candidates], indent=2))
@@ -124,8 +131,8 @@ def cmd_search(args) -> int:
     if not candidates:
         print("nothing found (is the knowledge base empty? see `agent-helper docs`)")
     for rank, c in enumerate(candidates, start=1):
-        where = f"{c.source}" + (f" p.{c.page}" if c.page else "")
-        print(f"{rank}. [{c.score:.3f}] {c.question}\n   → {c.answer[:200]}\n   ({where})")
+        cited = where(c.source, c.page, c.section)
+        print(f"{rank}. [{c.score:.3f}] {c.question}\n   → {c.answer[:200]}\n   ({cited})")
     return 0
 
 

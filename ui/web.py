@@ -25,6 +25,7 @@ import gradio as gr
 from app.feedback import DOWN, NONE_ID, UP, FeedbackError
 from app.service import MAX_TICKET_CHARS, AgentHelper, Answer
 from app.views import AnswerView
+from ingest.progress import EMBEDDING, OCR, READING, TABLES
 
 if TYPE_CHECKING:
     from ui.settings import ServerSettings
@@ -49,7 +50,7 @@ _THINKING = '<div class="verdict idle">Reading the knowledge base…</div>'
 _LOADING = '<div class="verdict idle">Loading the model (first question only, ~15 s)…</div>'
 _CANDIDATE_HEADERS = ["#", "question", "similarity", "combined", "source", "id"]
 _DOC_HEADERS = {"id": "id", "name": "name", "pages": "pages", "chunks": "chunks", "faq_pairs": "FAQ pairs",
-                "passages": "passages", "rows": "rows", "added_at": "added"}
+                "passages": "passages", "rows": "rows", "ocr_pages": "OCR pages", "added_at": "added"}
 """DocumentRecord fields shown, with their column titles."""
 
 
@@ -314,9 +315,13 @@ def upload(service: AgentHelper, settings: "ServerSettings", paths: list[str] | 
     return ("\n\n".join(lines), *documents_view(service))
 
 
+_STAGE_SPANS = {READING: (0.0, 0.6), OCR: (0.0, 0.6), TABLES: (0.6, 0.7), EMBEDDING: (0.7, 1.0)}
+"""Where each ingest stage runs within one file's share of the bar (reading and OCR share the pages)."""
+
+
 def _upload_progress(progress, index: int, total: int, name: str, stage: str, done: int, of: int) -> None:
-    share = done / of if of else 1.0
-    within = 0.3 * share if stage == "reading" else 0.3 + 0.7 * share
+    low, high = _STAGE_SPANS.get(stage, (0.0, 1.0))
+    within = low + (high - low) * (done / of if of else 1.0)
     progress((index + within) / total, desc=f"{name}: {stage} {done}/{of}")
 
 
