@@ -25,7 +25,7 @@ How a verdict is reached:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Generator, Iterator, Mapping, Sequence
 
 from reasoner.backends import EMBEDDED, LoadedModel
@@ -36,7 +36,10 @@ from reasoner.prompt import (
     VERDICT_PREFIX, final_reasoning, listwise_user_message, pairwise_user_message, render_prompt,
     ticket_is_truncated, verdict_token_ids,
 )
-from reasoner.verdict import Combination, ScoredCandidate, Verdict, combine, pairwise_distribution
+from reasoner.verdict import (
+    EMPTY, FLOOR, RETRIEVER, Combination, ScoredCandidate, Verdict, combine, judge_cannot_change,
+    pairwise_distribution, retriever_distribution,
+)
 from retriever.candidates import Candidate
 
 NO_CANDIDATES_REASONING = "no knowledge-base entries to compare"
@@ -68,6 +71,9 @@ class JudgeConfig:
     escalate_below: float | None = None
     """Escalate without running the model when the best candidate's similarity is below this (the
     embedder's calibrated threshold, from its embedder.json); None = always ask the model."""
+    route: bool = True
+    """Ask the model only where its vote could change the verdict (verdict.judge_cannot_change): the
+    same verdicts, without the model's time on tickets the retriever decides by a clear margin."""
 
     def __post_init__(self):
         if self.prompt_format not in FORMATS:
@@ -195,17 +201,42 @@ class Judge:
         if not shown:
             return shown, notes, Verdict(match=None, confidence=1.0, escalate=True, reasoning=NO_CANDIDATES_REASONING,
                                          candidates=[], latency_s=time.perf_counter() - started, notes=notes,
-                                         model=self.model_name, none_probability=1.0)
+                                         model=self.model_name, none_probability=1.0, decided_by=EMPTY)
         if self._nothing_close(shown):
             return shown, notes, self._early_escalation(shown, notes, started)
+        if self.config.route and judge_cannot_change(self._retriever(shown), self.config.judge_weight,
+                                                     self.config.threshold):
+            return shown, notes, self._retriever_verdict(shown, notes, started)
         return shown, notes, None
 
-    def _verdict(self, shown, judged, raw: str, reasoning: str, notes: list[str], started: float) -> Verdict:
+    def _retriever(self, shown: Sequence[Candidate]) -> list[float]:
+        c = self.config
+        return retriever_distribution([x.score for x in shown], temperature=c.retriever_temperature,
+                                      none_similarity=c.retriever_none_similarity)
+
+    def _retriever_verdict(self, shown: Sequence[Candidate], notes: list[str], started: float) -> Verdict:
+        """The verdict where the judge's vote cannot change it: the retriever's alone (the same choice
+        and escalation as the full mix would give)."""
+        retriever = self._retriever(shown)
+        result = combine(retriever, [x.score for x in shown], judge_weight=0.0, threshold=self.config.threshold,
+                         temperature=self.config.retriever_temperature,
+                         none_similarity=self.config.retriever_none_similarity)
+        verdict = self._verdict(shown, retriever, "", _retriever_reasoning(result, shown), notes, started,
+                                judge_weight=0.0)
+        verdict.decided_by = RETRIEVER
+        verdict.candidates = [replace(s, judge_probability=0.0) for s in verdict.candidates]
+        verdict.notes = notes + ["decided by the retriever's clear margin; the judge could not have changed "
+                                 "this verdict, so it was not asked"]
+        return verdict
+
+    def _verdict(self, shown, judged, raw: str, reasoning: str, notes: list[str], started: float,
+                 judge_weight: float | None = None) -> Verdict:
         """`judged`: the pairwise distribution, or the listwise readings (the configured one is combined)."""
         c = self.config
         readings = judged if isinstance(judged, dict) else {}
         result = combine(readings[c.judge_reading] if readings else judged, [x.score for x in shown],
-                         judge_weight=c.judge_weight, threshold=c.threshold, temperature=c.retriever_temperature,
+                         judge_weight=c.judge_weight if judge_weight is None else judge_weight,
+                         threshold=c.threshold, temperature=c.retriever_temperature,
                          none_similarity=c.retriever_none_similarity)
         scored = [ScoredCandidate(x, i, result.judge[i], result.retriever[i], result.combined[i])
                   for i, x in enumerate(shown, start=1)]
@@ -241,6 +272,7 @@ class Judge:
             notes=notes + ["escalated by the retriever's similarity floor; the model was not asked"],
             model=self.model_name,
             none_probability=1.0,
+            decided_by=FLOOR,
         )
 
     # -- formats ---------------------------------------------------------------------------------------
@@ -283,6 +315,17 @@ def _relabel(generator: Generator, label) -> Generator:
         except StopIteration as stop:
             return stop.value
         yield label(item)
+
+
+def _retriever_reasoning(result: Combination, shown: Sequence[Candidate]) -> str:
+    ranked = sorted(range(1, len(result.retriever)), key=lambda i: -result.retriever[i])
+    best = shown[ranked[0] - 1]
+    runner_up = f", far ahead of {shown[ranked[1] - 1].question!r} ({shown[ranked[1] - 1].score:.2f})" \
+        if len(ranked) > 1 else ""
+    if result.escalate:
+        return (f"Nothing in the knowledge base is close enough: the closest entry, {best.question!r}, has "
+                f"similarity {best.score:.2f}.")
+    return f"{best.question!r} matches the ticket closely (similarity {best.score:.2f}){runner_up}."
 
 
 def _summary(result: Combination, shown: Sequence[Candidate]) -> str:

@@ -19,6 +19,10 @@ import numpy as np
 from retriever.candidates import Candidate, Citation
 
 
+JUDGE, RETRIEVER, FLOOR, EMPTY = "judge", "retriever", "floor", "empty"
+"""Verdict.decided_by values."""
+
+
 @dataclass(frozen=True)
 class ScoredCandidate:
     candidate: Candidate
@@ -60,6 +64,8 @@ class VerdictJSON:
     none_probability: float
     notes: list[str]
     model: str
+    decided_by: str
+    """"judge", "retriever", "floor" or "empty" (Verdict.decided_by)."""
 
 
 @dataclass
@@ -79,6 +85,10 @@ class Verdict:
     """What the model wrote (listwise) or wrote for the best candidate (pairwise), for logs."""
     readings: dict[str, list[float]] = field(default_factory=dict)
     """Listwise: each judge reading ("answer", "commit") as [P(none), P(1), …], for calibration."""
+    decided_by: str = JUDGE
+    """Which path decided: "judge" (the model, mixed with the retriever), "retriever" (the judge could
+    not have changed the verdict, so it was not asked), "floor" (nothing close enough) or "empty"
+    (no candidates)."""
 
     def to_json(self) -> VerdictJSON:
         return VerdictJSON(
@@ -91,6 +101,7 @@ class Verdict:
             none_probability=round(self.none_probability, 4),
             notes=list(self.notes),
             model=self.model,
+            decided_by=self.decided_by,
         )
 
     def to_json_dict(self) -> dict:
@@ -150,6 +161,20 @@ def pairwise_distribution(same_probabilities: Sequence[float]) -> list[float]:
     return softmax([log_none, *(log_none + np.log(p) - np.log1p(-p))])
 
 
+def judge_cannot_change(retriever: Sequence[float], judge_weight: float, threshold: float) -> bool:
+    """Whether the verdict is the same whatever the judge would say: the mix moves each combined
+    probability by at most `judge_weight` from (1 - w)·P_retriever, so the retriever's top choice t
+    stays the argmax when (1 - w)·(P_t - P_second) > w, and its escalation is settled when
+    (1 - w)·P_t ≥ threshold (never) or w + (1 - w)·P_t < threshold (always). Skipping the judge
+    there changes no verdict, only the time it takes."""
+    r = sorted(retriever, reverse=True)
+    top = max(range(len(retriever)), key=lambda i: (retriever[i], -i))
+    w = judge_weight
+    if len(r) > 1 and (1 - w) * (r[0] - r[1]) <= w:
+        return False
+    return top == 0 or (1 - w) * r[0] >= threshold or w + (1 - w) * r[0] < threshold
+
+
 @dataclass(frozen=True)
 class Combination:
     judge: list[float]
@@ -188,6 +213,7 @@ def combine(
 
 
 __all__ = [
-    "Combination", "ScoredCandidate", "Verdict", "VerdictJSON", "combine", "decide_matrix", "mix", "mix_matrix",
+    "Combination", "ScoredCandidate", "Verdict", "VerdictJSON", "combine", "decide_matrix", "judge_cannot_change",
+    "mix", "mix_matrix",
     "pairwise_distribution", "retriever_distribution", "retriever_matrix", "softmax",
 ]

@@ -4,6 +4,7 @@ end to end (escalation, injection, empty and long tickets, JSON), adapters and t
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 import json
 import math
 import os
@@ -103,6 +104,32 @@ def test_judge_config_from_metadata_and_validation():
         JudgeConfig(top_k=10)
     with pytest.raises(ValueError):
         JudgeConfig(prompt_format="chat")
+
+
+def test_the_judge_is_skipped_only_where_it_cannot_change_the_verdict():
+    import random
+
+    from reasoner.verdict import judge_cannot_change
+
+    rng = random.Random(3)
+    skipped = 0
+    for _ in range(400):
+        k = rng.randint(1, 5)
+        sims = [rng.uniform(0.2, 0.95) for _ in range(k)]
+        kw = dict(temperature=rng.choice([0.02, 0.05, 0.1]), none_similarity=rng.uniform(0.3, 0.7))
+        weight, threshold = rng.choice([0.0, 0.2, 0.5, 0.8, 1.0]), rng.choice([0.0, 0.3, 0.5, 0.7])
+        retriever = retriever_distribution(sims, **kw)
+        if not judge_cannot_change(retriever, weight, threshold):
+            continue
+        skipped += 1
+        alone = combine(retriever, sims, judge_weight=0.0, threshold=threshold, **kw)
+        judges = [[float(i == j) for i in range(k + 1)] for j in range(k + 1)]  # the extremes a vote can take
+        judges += [[rng.random() for _ in range(k + 1)] for _ in range(5)]
+        for judge in judges:
+            mixed = combine(judge, sims, judge_weight=weight, threshold=threshold, **kw)
+            assert (mixed.escalate, mixed.escalate or mixed.choice) == (alone.escalate, alone.escalate or alone.choice)
+    assert 50 < skipped < 400  # both kinds of ticket occur
+    assert not judge_cannot_change([0.1, 0.5, 0.4], 0.5, 0.0) and judge_cannot_change([0.0, 0.99, 0.01], 0.2, 0.5)
 
 
 def test_reasoning_display_hides_prefix_and_answer_line():
@@ -348,6 +375,20 @@ def test_commit_reading_keeps_the_doubt_where_the_reasoning_commits():
     closest = _Row([1], commit=(0.3, 0.1))  # wrote "Closest": candidates split as the answer says
     assert commit_reading(closest, [0.9, 0.06, 0.04]) == pytest.approx([0.75, 0.15, 0.1])
     assert commit_reading(_Row([1]), [0.9, 0.1]) == [0.9, 0.1]  # never committed: the answer reading
+
+
+def test_a_clear_retriever_margin_decides_without_the_model_and_the_same_way(embedded):
+    config = JudgeConfig(judge_weight=0.2, threshold=0.3, retriever_temperature=0.02, max_new_tokens=8)
+    clear = [cand(1, "How do I reset my password?", 0.9), cand(2, "Why was my card declined?", 0.5)]
+    routed = Judge(embedded, config).decide("I forgot my password", clear)
+    asked = Judge(embedded, replace(config, route=False)).decide("I forgot my password", clear)
+    assert routed.decided_by == "retriever" and routed.raw_output == "" and asked.decided_by == "judge"
+    assert routed.match == asked.match == clear[0] and not routed.escalate and not asked.escalate
+    assert any("not asked" in n for n in routed.notes) and "0.90" in routed.reasoning
+    assert all(c.judge_probability == 0.0 for c in routed.candidates)
+    assert routed.to_json_dict()["decided_by"] == "retriever"
+    close_call = [cand(1, "How do I reset my password?", 0.62), cand(2, "How do I change my password?", 0.61)]
+    assert Judge(embedded, config).decide("I forgot my password", close_call).decided_by == "judge"
 
 
 def test_nothing_close_escalates_without_the_model(embedded):
