@@ -96,6 +96,7 @@ class AgentHelper:
         self.feedback = FeedbackStore(home.feedback_db)
         self.log_answers = log_answers
         self._search_lock = threading.Lock()
+        self._warming = False
         self._write_lock = threading.Lock()
         self._uploads = Uploads(home.uploads, self.store, self._write_lock, ingest_options.max_bytes)
 
@@ -121,8 +122,16 @@ class AgentHelper:
         return self._shared().judge
 
     def warm_up(self) -> None:
-        """Load the model now (e.g. in a background thread when the server starts)."""
-        self._shared()
+        """Make the first answer as fast as the rest (the server runs this in the background when it
+        starts): load the model and run it once, load the embedder and build the search index."""
+        self._warming = True
+        try:
+            shared = self._shared()
+            tie = [Candidate(f"warm-up {i}", "warm-up", "warm-up", None, "warm-up", None, 0.5) for i in (1, 2)]
+            shared.judge.decide("warm-up", tie)  # a tie: the judge is asked, so its first run is done
+            self.search("warm-up")
+        finally:
+            self._warming = False
 
     # -- asking -----------------------------------------------------------------------------------
 
@@ -226,6 +235,7 @@ class AgentHelper:
             "dtype": info and info.dtype,
             "prompt_version": info and info.prompt_version,
             "model_loaded": shared is not None,
+            "warming_up": self._warming,
             "documents": len(self.documents()),
             "chunks": self.store.count(),
             "embedder": self.store.embedder.name,
@@ -234,8 +244,12 @@ class AgentHelper:
     def status_line(self) -> str:
         s = self.status()
         adapter = f" + adapter {Path(s['adapter']).name}" if s["adapter"] else " (no adapter)"
-        backend = (f" [{s['backend']}, {s['device']}, {s['dtype']}]" if s["model_loaded"]
-                   else " (loads on first question)")
+        if self._warming:
+            backend = " (warming up: loading the model…)"
+        elif s["model_loaded"]:
+            backend = f" [{s['backend']}, {s['device']}, {s['dtype']}] · ready"
+        else:
+            backend = " (loads on first question)"
         return (f"Model: {s['model']}{adapter}{backend} · {s['documents']} documents · {s['chunks']} "
                 f"chunks · embedder {s['embedder']}")
 

@@ -156,12 +156,12 @@ class CosineSearch:
 
 
 class _StepTimer:
-    """Wraps Judge._forward to split prefill time from per-token decode time."""
+    """Wraps the judge's forward pass (Decoder._forward) to split prefill time from per-token decode time."""
 
     def __init__(self, judge):
-        self.judge, self.inner = judge, judge._forward
+        self.judge, self.inner = judge, judge.decoder._forward
         self.prefill_s, self.decode_s, self.decode_tokens = [], 0.0, 0
-        judge._forward = self
+        judge.decoder._forward = self
 
     def __call__(self, input_ids, *args):
         started = time.perf_counter()

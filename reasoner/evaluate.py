@@ -13,6 +13,7 @@ at least the judge's `retriever_none_similarity`, escalating otherwise.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -39,6 +40,8 @@ class TicketRecord:
     baseline_correct: bool
     match_id: str | None = None
     reasoning: str = ""
+    decided_by: str = ""
+    """Which path decided (Verdict.decided_by)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,6 +148,7 @@ def evaluate(
             baseline_correct=is_correct(baseline_predicted, baseline_escalate, expected),
             match_id=verdict.match.id if verdict.match is not None else None,
             reasoning=verdict.reasoning,
+            decided_by=verdict.decided_by,
         )
         records.append(record)
         if progress is not None:
@@ -165,5 +169,6 @@ def evaluate(
         retrieved,
     )
     baseline["threshold"] = none_similarity
+    judge_metrics["decided_by"] = dict(Counter(r.decided_by for r in records))
     config = {"judge": asdict(judge.config), "model": getattr(judge, "model_name", "")}
     return EvalReport(records, judge_metrics, baseline, config)
