@@ -102,7 +102,8 @@ def _judged_row(row: dict, verdict) -> dict:
     return {
         "set": row["set"], "ticket": row["ticket"], "label": row["label"],
         "labels": [c["label"] for c in row["candidates"]],
-        "scores": [c["score"] for c in row["candidates"]],
+        "scores": [c["score"] if c.get("rank_score") is None else c["rank_score"] for c in row["candidates"]],
+        "closest": [c["score"] for c in row["candidates"]],
         "judge": [max(0.0, 1.0 - sum(picks)), *picks],
         "readings": verdict.readings,
         "reasoning": verdict.reasoning,
@@ -139,7 +140,7 @@ def report(args) -> None:
     # What the service does first: nothing close -> escalate, model not asked. So the calibration
     # is fitted on, and decides, only the tickets above the floor.
     floor = -1.0 if args.floor is None else args.floor
-    asked = [i for i, r in enumerate(rows) if max(r["scores"], default=0.0) >= floor]
+    asked = [i for i, r in enumerate(rows) if max(r.get("closest", r["scores"]), default=0.0) >= floor]
     if args.floor is not None:
         print(f"floor {args.floor}: {len(rows) - len(asked)} of {len(rows)} tickets escalate before the judge")
     judged = [as_judged(rows[i], args.reading) for i in asked]

@@ -16,6 +16,11 @@ Split rules (deterministic, the same everywhere in this repo):
   (sha1(text) % 10 == 0). The train files have no out-of-scope rows, so neither has the set.
   HINT3 is kept out of the embedder's training: it measures whether a tuned embedder
   generalises to companies it never saw.
+- StackFAQ (FAQ-style knowledge: one question per answer, like a company's FAQ document): the FAQ bank
+  is the knowledge base minus a fifth of its FAQs (held out by the split's unseeded rule on the FAQ id,
+  share 0.2); every paraphrased query is a ticket, labelled with its FAQ, or null when its FAQ was held
+  out (nothing in the knowledge base answers it). The judge's training data includes StackFAQ queries,
+  the embedder's does not.
 """
 
 from __future__ import annotations
@@ -82,6 +87,28 @@ def hint3(datasets: Path, out: Path) -> None:
     _write(out, "hint3", *_split(rows))
 
 
+FAQ_HELD_OUT_SHARE = 0.2
+
+
+def stackfaq(datasets: Path, out: Path) -> None:
+    folder = datasets / "stackfaq"
+    bank = [json.loads(line) for line in (folder / "faq_bank.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    held = {f["faq_id"] for f in bank if held_out(f["faq_id"], FAQ_HELD_OUT_SHARE)}
+    with (folder / "queries_train.csv").open(encoding="utf-8", newline="") as handle:
+        queries = [(r["query"].strip(), r["faq_id"]) for r in csv.DictReader(handle) if r["query"].strip()]
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "stackfaq_knowledge.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "question", "answer", "label"])
+        for f in bank:
+            if f["faq_id"] not in held:
+                writer.writerow([f["faq_id"], f["question"].strip(), (f["answers"] or [""])[0].strip(), f["faq_id"]])
+    with (out / "stackfaq_val.jsonl").open("w", encoding="utf-8") as handle:
+        for text, faq in queries:
+            handle.write(json.dumps({"ticket": text, "label": None if faq in held else faq}) + "\n")
+    print(f"stackfaq: {len(bank) - len(held)} FAQs, {len(held)} held out; {len(queries)} tickets")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
@@ -90,6 +117,7 @@ def main() -> None:
     banking77(args.datasets, args.out)
     clinc150(args.datasets, args.out)
     hint3(args.datasets, args.out)
+    stackfaq(args.datasets, args.out)
 
 
 if __name__ == "__main__":

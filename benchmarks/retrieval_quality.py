@@ -30,11 +30,10 @@ from retriever.hybrid import HybridRetriever, RetrieverConfig  # noqa: E402
 from retriever.store import KnowledgeStore  # noqa: E402
 
 VARIANTS = {
-    "dense": RetrieverConfig(bm25_pool=0),
-    "hybrid w=0.3": RetrieverConfig(bm25_weight=0.3),
-    "hybrid w=0.5": RetrieverConfig(bm25_weight=0.5),
-    "hybrid w=0.3 votes=3": RetrieverConfig(bm25_weight=0.3, group_votes=3),
-    "dense votes=3": RetrieverConfig(bm25_pool=0, group_votes=3),
+    "best row (dense only)": RetrieverConfig(bm25_pool=0, label_votes=1),
+    "best row (dense + BM25 pool)": RetrieverConfig(label_votes=1),
+    "label vote top-3 (dense only)": RetrieverConfig(bm25_pool=0),
+    "label vote top-3 (dense + BM25 pool): product": RetrieverConfig(),
 }
 
 

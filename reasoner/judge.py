@@ -211,14 +211,14 @@ class Judge:
 
     def _retriever(self, shown: Sequence[Candidate]) -> list[float]:
         c = self.config
-        return retriever_distribution([x.score for x in shown], temperature=c.retriever_temperature,
+        return retriever_distribution([x.label_score for x in shown], temperature=c.retriever_temperature,
                                       none_similarity=c.retriever_none_similarity)
 
     def _retriever_verdict(self, shown: Sequence[Candidate], notes: list[str], started: float) -> Verdict:
         """The verdict where the judge's vote cannot change it: the retriever's alone (the same choice
         and escalation as the full mix would give)."""
         retriever = self._retriever(shown)
-        result = combine(retriever, [x.score for x in shown], judge_weight=0.0, threshold=self.config.threshold,
+        result = combine(retriever, [x.label_score for x in shown], judge_weight=0.0, threshold=self.config.threshold,
                          temperature=self.config.retriever_temperature,
                          none_similarity=self.config.retriever_none_similarity)
         verdict = self._verdict(shown, retriever, "", _retriever_reasoning(result, shown), notes, started,
@@ -234,7 +234,7 @@ class Judge:
         """`judged`: the pairwise distribution, or the listwise readings (the configured one is combined)."""
         c = self.config
         readings = judged if isinstance(judged, dict) else {}
-        result = combine(readings[c.judge_reading] if readings else judged, [x.score for x in shown],
+        result = combine(readings[c.judge_reading] if readings else judged, [x.label_score for x in shown],
                          judge_weight=c.judge_weight if judge_weight is None else judge_weight,
                          threshold=c.threshold, temperature=c.retriever_temperature,
                          none_similarity=c.retriever_none_similarity)

@@ -13,8 +13,8 @@ class Candidate:
     """A knowledge-base entry that might answer a ticket.
 
     `score` is the cosine similarity of the ticket to the entry's question (0..1 for
-    all-MiniLM), the number thresholds are calibrated on; `rank_score` is the fused
-    hybrid score that decided the order.
+    all-MiniLM), what the similarity floor is calibrated on; `rank_score` is the resolution's
+    label vote (retriever/hybrid.py) that decided the order, None where nothing voted.
     """
 
     id: str
@@ -24,9 +24,14 @@ class Candidate:
     source: str
     page: int | None
     score: float
-    rank_score: float = 0.0
+    rank_score: float | None = None
     section: str | None = None
     """Heading path in the source ("Returns › Refund times") for DOCX, HTML and Markdown entries."""
+
+    @property
+    def label_score(self) -> float:
+        """What ranks the resolution and what the judge's mix weighs: its label vote, else its similarity."""
+        return self.score if self.rank_score is None else self.rank_score
 
     @property
     def resolution_key(self) -> str:

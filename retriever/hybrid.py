@@ -1,4 +1,11 @@
-"""Hybrid search: dense (Chroma) + BM25 (bm25s), fused by reciprocal rank, one candidate per resolution.
+"""Hybrid search: dense (Chroma) and BM25 (bm25s) find the rows, label voting ranks the resolutions.
+
+The candidate pool is the dense index's nearest rows plus BM25's best keyword hits (their cosine
+similarity computed too). Each resolution (a label, or one FAQ) is then scored by the mean cosine of
+its best `label_votes` rows in the pool: a ticket close to several past tickets of one resolution
+beats a single lucky neighbour of another. Measured on held-out tickets (README, "Quality"): +1.0
+point on CLINC150, +3.4 on HINT3 and +0.5 on Banking77 over the best single row, no change on FAQs
+(one row each); fusing BM25's rank into the order instead cost 7.7 points on FAQ-style knowledge.
 
 The BM25 index is built once per store generation, kept on disk under the home folder and in
 memory, so queries never rebuild it.
@@ -20,15 +27,12 @@ from retriever.store import KnowledgeStore, candidate_from_metadata
 @dataclass(frozen=True)
 class RetrieverConfig:
     dense_pool: int = 50
-    """Chunks taken from the dense index before fusion."""
+    """Rows taken from the dense index."""
     bm25_pool: int = 50
-    """Chunks taken from BM25 before fusion; 0 turns BM25 off (plain dense search)."""
-    rrf_k: float = 60.0
-    """Reciprocal-rank-fusion constant: larger flattens the gap between ranks."""
-    bm25_weight: float = 0.3
-    """Weight of a BM25 rank against a dense rank in the fused score."""
-    group_votes: int = 1
-    """A resolution's fused score sums its best this-many chunks (labelled rows vote)."""
+    """Rows BM25 adds to the pool (keyword hits the embedder missed); 0 = dense rows only."""
+    label_votes: int = 3
+    """A resolution's score is the mean cosine similarity of its best this-many rows in the pool
+    (fewer when it has fewer); 1 = its best row alone."""
 
 
 class Bm25Index:
@@ -83,29 +87,21 @@ class HybridRetriever:
         return self._bm25
 
     def search(self, ticket: str, k: int = 5) -> list[Candidate]:
-        """The k best distinct resolutions for a ticket, best first."""
+        """The k best distinct resolutions for a ticket, best first: `rank_score` is the label vote,
+        `score` the cosine similarity of the resolution's closest row."""
         if not ticket.strip() or self.store.count() == 0:
             return []
         query = self.store.embedder.embed([ticket])[0]
-        dense = self.store.dense_search(query, self.config.dense_pool)
-        fused = self._fuse(dense, self._bm25_ranking(ticket))
-        chunks = {cid: (meta, score) for cid, meta, score in dense}
-        chunks.update(self._fetch_missing(query, [c for c in fused if c not in chunks]))
-        return self._group(fused, chunks)[:k]
+        chunks = {cid: (meta, score) for cid, meta, score in self.store.dense_search(query, self.config.dense_pool)}
+        extra = [cid for cid in self._bm25_ranking(ticket) if cid not in chunks]
+        chunks.update(self._fetch_missing(query, extra))
+        return self._group(chunks)[:k]
 
     def _bm25_ranking(self, ticket: str) -> list[str]:
         if self.config.bm25_pool <= 0:
             return []
         index = self._bm25_index()
         return index.search(ticket, self.config.bm25_pool) if index else []
-
-    def _fuse(self, dense: list, bm25_ids: list[str]) -> dict[str, float]:
-        fused: dict[str, float] = defaultdict(float)
-        for rank, (chunk_id, _, _) in enumerate(dense):
-            fused[chunk_id] += 1.0 / (self.config.rrf_k + rank + 1)
-        for rank, chunk_id in enumerate(bm25_ids):
-            fused[chunk_id] += self.config.bm25_weight / (self.config.rrf_k + rank + 1)
-        return fused
 
     def _fetch_missing(self, query: np.ndarray, chunk_ids: list[str]) -> dict:
         """BM25-only hits still need their metadata and true cosine similarity."""
@@ -114,16 +110,14 @@ class HybridRetriever:
             for cid, (meta, vector) in self.store.get(chunk_ids).items()
         }
 
-    def _group(self, fused: dict[str, float], chunks: dict) -> list[Candidate]:
-        groups: dict[str, list[tuple[float, Candidate]]] = defaultdict(list)
-        for chunk_id, rank_score in fused.items():
-            meta, cosine = chunks[chunk_id]
+    def _group(self, chunks: dict) -> list[Candidate]:
+        groups: dict[str, list[Candidate]] = defaultdict(list)
+        for chunk_id, (meta, cosine) in chunks.items():
             candidate = candidate_from_metadata(chunk_id, meta, cosine)
-            groups[candidate.resolution_key].append((rank_score, candidate))
+            groups[candidate.resolution_key].append(candidate)
         best = []
         for members in groups.values():
-            members.sort(key=lambda m: (m[0], m[1].score), reverse=True)
-            votes = sum(score for score, _ in members[: self.config.group_votes])
-            top = max(members, key=lambda m: m[1].score)[1]  # the closest row speaks for the group
-            best.append(replace(top, rank_score=votes))
+            members.sort(key=lambda c: c.score, reverse=True)
+            votes = members[: self.config.label_votes]
+            best.append(replace(members[0], rank_score=sum(c.score for c in votes) / len(votes)))
         return sorted(best, key=lambda c: (c.rank_score, c.score), reverse=True)
