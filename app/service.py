@@ -139,6 +139,10 @@ class AgentHelper:
         with self._search_lock:
             return self.retriever.search(ticket, k=k or self.judge.config.top_k)
 
+    def retrieval_stages(self) -> list[tuple[str, Callable[[str, int], list[Candidate]]]]:
+        """The retrieval stages in pipeline order, (name, search): what `eval` scores one by one."""
+        return [("retriever", self.search)]
+
     def ask_stream(self, ticket: str, *, record: bool | None = None) -> Iterator[str | Answer]:
         """Reasoning pieces (str) as the judge writes them, then one Answer (a Verdict).
 

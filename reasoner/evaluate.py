@@ -1,13 +1,18 @@
-"""Evaluating the judge on labelled tickets, beside the retriever's top-1 alone (pure: no I/O).
+"""Evaluating the pipeline on labelled tickets, stage by stage (pure: no I/O).
 
-    report = evaluate(tickets, search, judge)       # tickets: {"ticket": str, "label": str | None}
-    report.to_json_dict()                           # the `eval --json` object of DESIGN.md
+    report = evaluate(tickets, [("retriever", search)], judge)   # tickets: {"ticket": str, "label": str | None}
+    report.to_json_dict()                                         # what `eval --json` prints
+
+Each retrieval stage (the retriever; the retriever + reranker) is scored by the verdict it gives
+alone: the similarity floor, then its calibrated distribution with the judge's weight at 0
+(`Judge.retriever_decide`), the verdict the product gives wherever it does not ask the model. The
+last stage's candidates go to the judge: "+ judge" is the pipeline. So a user sees on their own
+tickets what each stage buys.
 
 A ticket counts as right when the matched candidate's label equals the expected label, or when the
 verdict escalates and the expected label is null (out of scope: nothing in the knowledge base fits).
 A candidate without a label is identified by its id. "oos" metrics treat escalation as the positive
-class. The baseline is the retriever's top-1 candidate alone, accepted when its cosine similarity is
-at least the judge's `retriever_none_similarity`, escalating otherwise.
+class.
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from reasoner.verdict import Verdict
+
 from retriever.candidates import Candidate
 
 RECALL_AT = 5
+JUDGE_STAGE = "+ judge"
+
+Search = Callable[[str, int], list[Candidate]]
 
 
 @dataclass(frozen=True)
@@ -36,8 +46,8 @@ class TicketRecord:
     judge_latency_s: float
     retrieved: list[str | None]
     """Labels of the top-5 candidates the retriever returned."""
-    baseline_predicted: str | None
-    baseline_correct: bool
+    stages: dict[str, str | None] = field(default_factory=dict)
+    """Each retrieval stage's own prediction (None: it escalates), by stage name."""
     match_id: str | None = None
     reasoning: str = ""
     decided_by: str = ""
@@ -51,11 +61,13 @@ class TicketRecord:
 class EvalReport:
     records: list[TicketRecord]
     metrics: dict
-    baseline: dict
+    """The pipeline's (the "+ judge" stage)."""
+    stages: dict[str, dict]
+    """Metrics of every stage by name, in pipeline order, the pipeline last."""
     config: dict = field(default_factory=dict)
 
     def to_json_dict(self) -> dict:
-        return {**self.metrics, "baseline": self.baseline, "config": self.config}
+        return {**self.metrics, "stages": self.stages, "config": self.config}
 
 
 def label_of(candidate: Candidate) -> str:
@@ -114,61 +126,86 @@ def metrics(
     return result
 
 
+def _prediction(verdict: Verdict) -> str | None:
+    return None if verdict.escalate or verdict.match is None else label_of(verdict.match)
+
+
+def _record(ticket: str, expected: str | None, stages: dict, candidates: list[Candidate], verdict: Verdict,
+            latency: float) -> TicketRecord:
+    predicted = _prediction(verdict)
+    return TicketRecord(
+        ticket=ticket,
+        expected=expected,
+        predicted=predicted,
+        confidence=verdict.confidence,
+        escalate=verdict.escalate,
+        correct=is_correct(predicted, verdict.escalate, expected),
+        latency_s=latency,
+        judge_latency_s=verdict.latency_s,
+        retrieved=[label_of(c) for c in candidates[:RECALL_AT]],
+        stages=stages,
+        match_id=verdict.match.id if verdict.match is not None else None,
+        reasoning=verdict.reasoning,
+        decided_by=verdict.decided_by,
+    )
+
+
+def _judge_one(item: dict, stages: Sequence[tuple[str, Search]], judge, k: int) -> TicketRecord:
+    """Every earlier stage's own verdict (not timed), then the pipeline: the last stage's search and
+    the judge, timed as an agent waits for them."""
+    ticket = item["ticket"]
+    predictions = {name: _prediction(judge.retriever_decide(ticket, search(ticket, k))) for name, search in stages[:-1]}
+    started = time.perf_counter()
+    candidates = stages[-1][1](ticket, k)
+    verdict = judge.decide(ticket, candidates)
+    latency = time.perf_counter() - started
+    predictions[stages[-1][0]] = _prediction(judge.retriever_decide(ticket, candidates))
+    return _record(ticket, item.get("label"), predictions, candidates, verdict, latency)
+
+
 def evaluate(
     tickets: Iterable[dict],
-    search: Callable[[str, int], list[Candidate]],
+    stages: Sequence[tuple[str, Search]],
     judge,
     progress: Callable[[int, TicketRecord], None] | None = None,
 ) -> EvalReport:
-    """Run search + judge on every ticket; `progress(i, record)` is called after each one."""
+    """Run every retrieval stage (name, search), then the judge on the last one's candidates, on every
+    ticket; `progress(i, record)` is called after each one."""
+    if not stages:
+        raise ValueError("evaluate needs at least one retrieval stage")
     k = max(RECALL_AT, judge.config.top_k)
-    none_similarity = judge.config.retriever_none_similarity
     records: list[TicketRecord] = []
     for i, item in enumerate(tickets):
-        ticket, expected = item["ticket"], item.get("label")
-        started = time.perf_counter()
-        candidates = search(ticket, k)
-        verdict = judge.decide(ticket, candidates)
-        latency = time.perf_counter() - started
-        predicted = None if verdict.escalate or verdict.match is None else label_of(verdict.match)
-        top = candidates[0] if candidates else None
-        baseline_escalate = top is None or top.score < none_similarity
-        baseline_predicted = None if baseline_escalate else label_of(top)
-        record = TicketRecord(
-            ticket=ticket,
-            expected=expected,
-            predicted=predicted,
-            confidence=verdict.confidence,
-            escalate=verdict.escalate,
-            correct=is_correct(predicted, verdict.escalate, expected),
-            latency_s=latency,
-            judge_latency_s=verdict.latency_s,
-            retrieved=[label_of(c) for c in candidates[:RECALL_AT]],
-            baseline_predicted=baseline_predicted,
-            baseline_correct=is_correct(baseline_predicted, baseline_escalate, expected),
-            match_id=verdict.match.id if verdict.match is not None else None,
-            reasoning=verdict.reasoning,
-            decided_by=verdict.decided_by,
-        )
-        records.append(record)
+        records.append(_judge_one(item, stages, judge, k))
         if progress is not None:
-            progress(i, record)
+            progress(i, records[-1])
     expected = [r.expected for r in records]
     retrieved = [r.retrieved for r in records]
-    judge_metrics = metrics(
-        expected,
-        [r.predicted for r in records],
-        [r.escalate for r in records],
-        retrieved,
-        [r.latency_s for r in records],
-    )
-    baseline = metrics(
-        expected,
-        [r.baseline_predicted for r in records],
-        [r.baseline_predicted is None for r in records],
-        retrieved,
-    )
-    baseline["threshold"] = none_similarity
-    judge_metrics["decided_by"] = dict(Counter(r.decided_by for r in records))
+    by_stage = {}
+    for name, _ in stages:
+        predicted = [r.stages[name] for r in records]
+        by_stage[name] = metrics(expected, predicted, [p is None for p in predicted], retrieved)
+    pipeline = metrics(expected, [r.predicted for r in records], [r.escalate for r in records], retrieved,
+                       [r.latency_s for r in records])
+    pipeline["decided_by"] = dict(Counter(r.decided_by for r in records))
+    by_stage[JUDGE_STAGE] = pipeline
     config = {"judge": asdict(judge.config), "model": getattr(judge, "model_name", "")}
-    return EvalReport(records, judge_metrics, baseline, config)
+    return EvalReport(records, pipeline, by_stage, config)
+
+
+STAGE_COLUMNS = (("accuracy", "accuracy"), ("in_scope_accuracy", "in scope"), ("oos_recall", "oos recall"),
+                 ("oos_precision", "oos precision"), ("retrieval_recall_at_5", "recall@5"))
+
+
+def stage_table(report: EvalReport) -> str:
+    """The stages side by side, as `eval` prints them: what each stage buys."""
+    width = max(len(name) for name in report.stages) + 2
+    lines = [f"{'stage':{width}s}" + "".join(f"{title:>15s}" for _, title in STAGE_COLUMNS)]
+    for name, values in report.stages.items():
+        cells = "".join(f"{'-' if values.get(key) is None else f'{values[key]:.3f}':>15s}" for key, _ in STAGE_COLUMNS)
+        lines.append(f"{name:{width}s}{cells}")
+    m = report.metrics
+    lines.append(f"{report.metrics['n']} tickets ({m['n_in_scope']} in scope, {m['n_oos']} out of scope); latency p50 "
+                 f"{m['latency_p50_s'] or 0:.3f} s, p95 {m['latency_p95_s'] or 0:.3f} s; decided by "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(m["decided_by"].items())))
+    return "\n".join(lines)

@@ -144,6 +144,13 @@ class Judge:
         verdicts = yield from _relabel(self.stream_many([(ticket, candidates)]), lambda item: item[1])
         yield verdicts[0]
 
+    def retriever_decide(self, ticket: str, candidates: Sequence[Candidate]) -> Verdict:
+        """The verdict without the model: the similarity floor, then the retriever's calibrated
+        distribution alone (judge weight 0). What `eval` reports as the retriever's own stage."""
+        started = time.perf_counter()
+        shown, notes, early = self._prepare(ticket, candidates, started)
+        return early if early is not None else self._retriever_verdict(shown, notes, started)
+
     def decide_many(self, items: Sequence[tuple[str, Sequence[Candidate]]], batch_size: int = 16) -> list[Verdict]:
         """Verdicts for many (ticket, candidates) at once, decoded together `batch_size` at a time
         (see `stream_many`)."""
@@ -206,6 +213,8 @@ class Judge:
             return shown, notes, self._early_escalation(shown, notes, started)
         if self.config.route and judge_cannot_change(self._retriever(shown), self.config.judge_weight,
                                                      self.config.threshold):
+            notes.append("decided by the retriever's clear margin; the judge could not have changed this verdict, "
+                         "so it was not asked")
             return shown, notes, self._retriever_verdict(shown, notes, started)
         return shown, notes, None
 
@@ -215,8 +224,8 @@ class Judge:
                                       none_similarity=c.retriever_none_similarity)
 
     def _retriever_verdict(self, shown: Sequence[Candidate], notes: list[str], started: float) -> Verdict:
-        """The verdict where the judge's vote cannot change it: the retriever's alone (the same choice
-        and escalation as the full mix would give)."""
+        """The retriever's verdict alone (judge weight 0); where routing skips the judge, the same choice
+        and escalation as the full mix would give."""
         retriever = self._retriever(shown)
         result = combine(retriever, [x.label_score for x in shown], judge_weight=0.0, threshold=self.config.threshold,
                          temperature=self.config.retriever_temperature,
@@ -225,8 +234,6 @@ class Judge:
                                 judge_weight=0.0)
         verdict.decided_by = RETRIEVER
         verdict.candidates = [replace(s, judge_probability=0.0) for s in verdict.candidates]
-        verdict.notes = notes + ["decided by the retriever's clear margin; the judge could not have changed "
-                                 "this verdict, so it was not asked"]
         return verdict
 
     def _verdict(self, shown, judged, raw: str, reasoning: str, notes: list[str], started: float,

@@ -24,7 +24,7 @@ from reasoner.backends import (  # noqa: E402
     load_model,
     read_adapter_metadata,
 )
-from reasoner.evaluate import evaluate, metrics, percentile  # noqa: E402
+from reasoner.evaluate import evaluate, metrics, percentile, stage_table  # noqa: E402
 from reasoner.judge import NO_CANDIDATES_REASONING, Judge, JudgeConfig  # noqa: E402
 from reasoner.metadata import AdapterMetadata  # noqa: E402
 from reasoner.prompt import reasoning_display  # noqa: E402
@@ -481,18 +481,26 @@ def test_interrupted_cache_write_leaves_nothing(tmp_path):
 
 
 class FixedJudge:
-    """Matches the top candidate when its score is >= 0.5, else escalates."""
+    """The judge matches the top candidate when its score is >= 0.5; a retrieval stage alone
+    matches it from 0.4 (an evaluation test: what is scored is the arithmetic, not the model)."""
 
-    config = JudgeConfig(retriever_none_similarity=0.4)
+    config = JudgeConfig()
     model_name = "fixed"
 
-    def decide(self, ticket, candidates):
+    @staticmethod
+    def _top(candidates, floor):
         top = candidates[0] if candidates else None
-        escalate = top is None or top.score < 0.5
+        escalate = top is None or top.score < floor
         return Verdict(None if escalate else top, 0.9, escalate, "", [], 0.01)
 
+    def decide(self, ticket, candidates):
+        return self._top(candidates, 0.5)
 
-def test_evaluate_metrics_and_baseline():
+    def retriever_decide(self, ticket, candidates):
+        return self._top(candidates, 0.4)
+
+
+def test_evaluate_scores_every_stage_and_the_pipeline():
     kb = {
         "reset my password": [cand(1, "reset", 0.9, "password"), cand(2, "card", 0.3, "card")],
         "card refused": [cand(1, "reset", 0.45, "password"), cand(2, "card", 0.44, "card")],
@@ -500,27 +508,35 @@ def test_evaluate_metrics_and_baseline():
         "stock price?": [cand(1, "reset", 0.6, "password")],
     }
     tickets = [
-        {"ticket": "reset my password", "label": "password"},  # right (both)
-        {"ticket": "card refused", "label": "card"},  # judge escalates (wrong); baseline picks password (wrong)
-        {"ticket": "weather?", "label": None},  # right (both)
-        {"ticket": "stock price?", "label": None},  # wrong (both)
+        {"ticket": "reset my password", "label": "password"},  # right everywhere
+        {"ticket": "card refused", "label": "card"},  # judge escalates; retriever picks password; reranker card
+        {"ticket": "weather?", "label": None},  # escalated everywhere (right)
+        {"ticket": "stock price?", "label": None},  # matched everywhere (wrong)
     ]
+    reranked = {**kb, "card refused": kb["card refused"][::-1]}
+    stages = [("retriever", lambda t, k: kb[t][:k]), ("+ reranker", lambda t, k: reranked[t][:k])]
     seen = []
-    report = evaluate(tickets, lambda t, k: kb[t][:k], FixedJudge(), progress=lambda i, r: seen.append(i))
+    report = evaluate(tickets, stages, FixedJudge(), progress=lambda i, r: seen.append(i))
     m = report.metrics
     assert seen == [0, 1, 2, 3]
     assert (m["n"], m["accuracy"], m["in_scope_accuracy"]) == (4, 0.5, 0.5)
     assert m["oos_recall"] == 0.5 and m["oos_precision"] == 0.5
     assert m["retrieval_recall_at_5"] == 1.0
     assert m["latency_p50_s"] is not None and m["latency_p95_s"] >= m["latency_p50_s"]
-    b = report.baseline
-    assert (b["accuracy"], b["oos_recall"], b["oos_precision"]) == (0.5, 0.5, 1.0)
+    assert list(report.stages) == ["retriever", "+ reranker", "+ judge"]
+    assert report.stages["retriever"]["accuracy"] == 0.5 and report.stages["+ reranker"]["accuracy"] == 0.75
+    assert report.stages["+ reranker"]["oos_precision"] == 1.0
+    assert report.records[1].stages == {"retriever": "password", "+ reranker": "card"}
     out = report.to_json_dict()
     assert {"n", "accuracy", "in_scope_accuracy", "oos_recall", "oos_precision", "retrieval_recall_at_5",
-            "latency_p50_s", "latency_p95_s", "baseline"} <= set(out)
+            "latency_p50_s", "latency_p95_s", "stages"} <= set(out)
     record = report.records[1].to_dict()
-    assert {"ticket", "expected", "predicted", "confidence", "escalate", "latency_s"} <= set(record)
+    assert {"ticket", "expected", "predicted", "confidence", "escalate", "latency_s", "stages"} <= set(record)
     json.dumps(out)
+    table = stage_table(report).splitlines()
+    assert table[0].split()[:2] == ["stage", "accuracy"]
+    assert [line.split()[0] for line in table[1:4]] == ["retriever", "+", "+"]
+    assert "0.750" in table[2] and "4 tickets (2 in scope, 2 out of scope)" in table[-1]
 
 
 def test_metrics_edge_cases():

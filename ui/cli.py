@@ -205,7 +205,7 @@ def _read_tickets(path: Path, limit: int | None) -> list[dict]:
 def cmd_eval(args) -> int:
     from tqdm import tqdm
 
-    from reasoner.evaluate import evaluate
+    from reasoner.evaluate import evaluate, stage_table
 
     try:
         tickets = _read_tickets(Path(args.queries), args.limit)
@@ -214,17 +214,13 @@ def cmd_eval(args) -> int:
         return 2
     service = _service(args, log_answers=False)
     with tqdm(total=len(tickets), desc="eval", unit="ticket", file=sys.stderr) as bar:
-        report = evaluate(tickets, service.search, service.judge, lambda i, r: bar.update(1))
+        report = evaluate(tickets, service.retrieval_stages(), service.judge, lambda i, r: bar.update(1))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             for record in report.records:
                 handle.write(json.dumps(record.to_dict()) + "\n")
     result = report.to_json_dict()
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            print(f"{key:24s} {value}")
+    print(json.dumps(result, indent=2) if args.json else stage_table(report))
     return 0
 
 
