@@ -32,10 +32,13 @@ class SearchEmbedder:
     """Picks the adapter's calibration made with this embedder's similarities, when it has one."""
     escalate_below: float | None = None
     """Nothing this close: escalate without asking the model."""
+    knowledge_floor: float | None = None
+    """The knowledge base's own floor where it is FAQ-style (retriever/escalation.py): replaces
+    `escalate_below` and moves the calibration with it (JudgeConfig.with_knowledge_floor)."""
 
     @classmethod
-    def of(cls, embedder) -> "SearchEmbedder":
-        return cls(getattr(embedder, "hash", None), getattr(embedder, "escalate_below", None))
+    def of(cls, embedder, knowledge_floor: float | None = None) -> "SearchEmbedder":
+        return cls(getattr(embedder, "hash", None), getattr(embedder, "escalate_below", None), knowledge_floor)
 
 
 @dataclass
@@ -65,7 +68,7 @@ def shared_judge(model_config: ModelConfig, judge_config: JudgeConfig | None, ma
     """The judge for this configuration, loaded on first use; concurrent first calls wait for one load.
 
     `judge_config` None = the adapter's values calibrated for the search embedder, with its
-    `escalate_below`."""
+    `escalate_below` or the knowledge base's own floor."""
     key = _key(model_config, judge_config, embedder)
     shared = _JUDGES.get(key)
     if shared is not None:
@@ -80,7 +83,8 @@ def shared_judge(model_config: ModelConfig, judge_config: JudgeConfig | None, ma
             loaded = same_model.judge.loaded if same_model else load_model(model_config)
             if judge_config is None:
                 judge_config = JudgeConfig.from_metadata(loaded.adapter_metadata, embedder_hash=embedder.hash,
-                                                         escalate_below=embedder.escalate_below)
+                                                         escalate_below=embedder.escalate_below
+                                                         ).with_knowledge_floor(embedder.knowledge_floor)
             judge = Judge(loaded, judge_config)
             shared = _JUDGES[key] = SharedJudge(judge, JudgeBatcher(judge, max_batch=max_batch))
         return shared

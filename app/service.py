@@ -31,6 +31,7 @@ from reasoner.backends import EMBEDDED, EMBEDDED_MODEL_NAME, ModelConfig
 from reasoner.judge import Judge, JudgeConfig
 from reasoner.verdict import Verdict, VerdictJSON
 from retriever.candidates import Candidate
+from retriever.escalation import KnowledgeFloor
 from retriever.reindex import ReindexResult, reindex
 from retriever.registry import DocumentRecord
 from retriever.store import KnowledgeStore
@@ -104,7 +105,12 @@ class AgentHelper:
 
     @property
     def _search_embedder(self) -> SearchEmbedder:
-        return SearchEmbedder.of(self.store.embedder)
+        return SearchEmbedder.of(self.store.embedder, self.knowledge_floor().similarity)
+
+    def knowledge_floor(self) -> KnowledgeFloor:
+        """The knowledge base's own escalation floor where it is FAQ-style (retriever/escalation.py)."""
+        with self._search_lock:
+            return self.retriever.knowledge_floor()
 
     @property
     def model_loaded(self) -> bool:
@@ -136,8 +142,9 @@ class AgentHelper:
     # -- asking -----------------------------------------------------------------------------------
 
     def search(self, ticket: str, k: int | None = None) -> list[Candidate]:
+        k = k or self.judge.config.top_k  # outside the lock: the judge's calibration reads the knowledge floor
         with self._search_lock:
-            return self.retriever.search(ticket, k=k or self.judge.config.top_k)
+            return self.retriever.search(ticket, k=k)
 
     def retrieval_stages(self) -> list[tuple[str, Callable[[str, int], list[Candidate]]]]:
         """The retrieval stages in pipeline order, (name, search): what `eval` scores one by one."""
@@ -225,7 +232,9 @@ class AgentHelper:
     # -- status -----------------------------------------------------------------------------------
 
     def status(self) -> dict:
-        """What the status line shows: model, adapter, backend, documents and chunks."""
+        """What the status line shows: model, adapter, backend, documents, chunks, and the knowledge
+        base's own escalation floor where it has one."""
+        floor = self.knowledge_floor()
         shared = self._loaded()
         config = self.model_config
         info = shared.judge.loaded.info if shared is not None else None
@@ -243,6 +252,8 @@ class AgentHelper:
             "documents": len(self.documents()),
             "chunks": self.store.count(),
             "embedder": self.store.embedder.name,
+            "knowledge_floor": floor.similarity,
+            "faq_entries": floor.faq_entries,
         }
 
     def status_line(self) -> str:
@@ -254,8 +265,10 @@ class AgentHelper:
             backend = f" [{s['backend']}, {s['device']}, {s['dtype']}] · ready"
         else:
             backend = " (loads on first question)"
+        floor = (f" · escalates below {s['knowledge_floor']:.2f} (derived from its {s['faq_entries']} FAQ entries)"
+                 if s["knowledge_floor"] is not None else "")
         return (f"Model: {s['model']}{adapter}{backend} · {s['documents']} documents · {s['chunks']} "
-                f"chunks · embedder {s['embedder']}")
+                f"chunks · embedder {s['embedder']}{floor}")
 
 
 __all__ = ["MAX_TICKET_CHARS", "AgentHelper", "Answer", "AnswerJSON"]

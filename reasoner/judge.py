@@ -71,6 +71,8 @@ class JudgeConfig:
     escalate_below: float | None = None
     """Escalate without running the model when the best candidate's similarity is below this (the
     embedder's calibrated threshold, from its embedder.json); None = always ask the model."""
+    floor_origin: str = "embedder's calibrated floor"
+    """Where `escalate_below` comes from, as the escalation's reasoning names it."""
     route: bool = True
     """Ask the model only where its vote could change the verdict (verdict.judge_cannot_change): the
     same verdicts, without the model's time on tickets the retriever decides by a clear margin."""
@@ -90,6 +92,17 @@ class JudgeConfig:
             raise ValueError("threshold must be within 0..1")
         if self.retriever_temperature <= 0:
             raise ValueError("retriever_temperature must be > 0")
+
+    def with_knowledge_floor(self, floor: float | None) -> "JudgeConfig":
+        """This calibration moved onto a knowledge base's own floor (derived from its content, see
+        retriever/escalation.py): the floor replaces the embedder's, and the retriever's none-similarity
+        moves by the same step, so the mix does not escalate what the floor now lets through (or the
+        other way round). None: unchanged."""
+        if floor is None:
+            return self
+        reference = self.escalate_below if self.escalate_below is not None else self.retriever_none_similarity
+        return replace(self, escalate_below=floor, floor_origin="floor derived from this knowledge base's FAQ entries",
+                       retriever_none_similarity=self.retriever_none_similarity + floor - reference)
 
     @classmethod
     def from_metadata(cls, metadata: AdapterMetadata | Mapping | None, embedder_hash: str | None = None,
@@ -272,7 +285,7 @@ class Judge:
             confidence=1.0,
             escalate=True,
             reasoning=(f"The closest entry, {best.question!r}, has similarity {best.score:.2f}, below the "
-                       f"embedder's calibrated floor of {self.config.escalate_below:.2f}: nothing in the "
+                       f"{self.config.floor_origin} ({self.config.escalate_below:.2f}): nothing in the "
                        "knowledge base is close to this ticket."),
             candidates=[ScoredCandidate(x, i, 0.0, 0.0, 0.0) for i, x in enumerate(shown, start=1)],
             latency_s=time.perf_counter() - started,

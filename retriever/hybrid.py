@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from retriever.candidates import Candidate
+from retriever.escalation import KnowledgeFloor, derive_floor
 from retriever.store import KnowledgeStore, candidate_from_metadata
 
 
@@ -80,6 +81,17 @@ class HybridRetriever:
     def __init__(self, store: KnowledgeStore, config: RetrieverConfig = RetrieverConfig()):
         self.store, self.config = store, config
         self._bm25: Bm25Index | None = None
+        self._floor: tuple[int, KnowledgeFloor] | None = None
+
+    def knowledge_floor(self) -> KnowledgeFloor:
+        """The knowledge base's own escalation floor (retriever/escalation.py), derived once per
+        store generation."""
+        if self._floor is None or self._floor[0] != self.store.generation:
+            generation = self.store.generation
+            rows = ((candidate_from_metadata(cid, meta, 0.0).resolution_key, vector)
+                    for cid, meta, vector in self.store.iter_vectors())
+            self._floor = (generation, derive_floor(rows))
+        return self._floor[1]
 
     def _bm25_index(self) -> Bm25Index | None:
         if self._bm25 is None or self._bm25.generation != self.store.generation:

@@ -331,6 +331,13 @@ class KnowledgeStore:
         for page in self._pages(page_size, ["documents", "metadatas"]):
             yield list(zip(page["ids"], page["documents"], page["metadatas"]))
 
+    def iter_vectors(self, page_size: int = 5000) -> Iterator[tuple[str, dict, np.ndarray]]:
+        """(chunk id, metadata, stored vector) for every chunk, read a page at a time."""
+        self._vectors()  # StoreError where another embedder made them
+        for page in self._pages(page_size, ["metadatas", "embeddings"]):
+            for chunk_id, meta, vector in zip(page["ids"], page["metadatas"], page["embeddings"]):
+                yield chunk_id, meta, np.asarray(vector, dtype=np.float32)
+
     def _pages(self, page_size: int, include: list[str]) -> Iterator[dict]:
         collection, offset = self._texts(), 0
         while True:
