@@ -17,7 +17,7 @@ from training.judge.config import TrainConfig
 def run(cfg: TrainConfig, home: Path, check: bool = False) -> int:
     from training.judge.models import choose_backend, cuda_available, import_unsloth_first
     from training.judge.trainer import preflight  # no torch/transformers import yet
-    from training.parallel import current
+    from training.parallel import current, finish
 
     checked = preflight(cfg)
     parallel = current(cuda_available())  # under torchrun: this process's rank, and its GPU bound
@@ -32,7 +32,9 @@ def run(cfg: TrainConfig, home: Path, check: bool = False) -> int:
     import_unsloth_first(backend)
     from training.judge.trainer import train
 
-    report(train(cfg, home, backend=backend, checked=checked, parallel=parallel))
+    result = train(cfg, home, backend=backend, checked=checked, parallel=parallel)
+    finish(parallel)  # the process group this command started (through `current`) ends with it
+    report(result)
     return 0
 
 

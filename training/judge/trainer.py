@@ -38,7 +38,7 @@ from training.judge import evaluation
 from training.judge.examples import Examples, judge_format, load_examples
 from training.judge.models import Backend
 from training.judge.sft import completion_loss, setup_trainer  # noqa: F401  (completion_loss: re-exported)
-from training.parallel import Parallel, finish, plan_batch, share, wait_for_everyone
+from training.parallel import Parallel, plan_batch, share, wait_for_everyone
 from training.runs import METRICS_FILE, append_metrics, metrics_callback, setup_output, setup_threads, versions
 from training.tracking import check_tracking
 
@@ -246,7 +246,6 @@ def train(
         tracker.finish("FAILED")
         raise
     tracker.finish()
-    finish(parallel)
     return result
 
 
