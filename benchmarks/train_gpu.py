@@ -214,8 +214,11 @@ def _child(args, backend_name: str) -> dict:
     folder = args.out / variant_name(backend_name, args.gpus, args.set)
     shutil.rmtree(folder, ignore_errors=True)  # a rerun of a variant replaces it
     command = _launch(args, backend_name)
+    env = dict(os.environ)
+    if args.gpus == 1:  # one process seeing several GPUs would get nn.DataParallel, which TRL refuses
+        env.setdefault("CUDA_VISIBLE_DEVICES", "0")
     print("$", " ".join(command), flush=True)
-    code = subprocess.call(command)
+    code = subprocess.call(command, env=env)
     result_file = folder / "result.json"
     if code != 0 or not result_file.is_file():
         return {"variant": folder.name, "backend": backend_name, "error": f"exit code {code}"}

@@ -85,6 +85,15 @@ def plan_batch(batch_size: int, grad_accum: int, global_batch: int, world_size: 
     return BatchPlan(batch_size, global_batch // per_step, world_size)
 
 
+def check_visible_gpus(parallel: Parallel, visible: int) -> None:
+    """One process per GPU. A single process that sees several would get nn.DataParallel from the
+    Trainer, which TRL refuses only after the model has loaded; say what to do before that."""
+    if visible > 1 and not parallel.distributed:
+        raise ConfigError(f"{visible} GPUs are visible to this one process: train on all of them with one process "
+                          f"each (torchrun --standalone --nproc_per_node {visible} -m ui.cli train --config …), "
+                          "or on one (CUDA_VISIBLE_DEVICES=0 agent-helper train …)")
+
+
 def current(cuda: bool) -> Parallel:
     """This process's place in the launch (a plain run is world size 1). Starts the process group
     under torchrun/accelerate (NCCL on GPUs, gloo on CPUs) and binds this process to its GPU."""

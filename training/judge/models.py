@@ -51,6 +51,12 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def resolve_dtype(wanted: str, cuda: bool) -> str:
     """"auto": bfloat16 on a GPU that has it, float16 on an older GPU, float32 on CPU (measured on
     the 2-core AVX2 machine: one SmolLM2 LoRA step at 4 x 256 tokens, 6.5 s in float32, 280 s in

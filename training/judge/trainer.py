@@ -210,14 +210,17 @@ def train(
 
     `sft_overrides` replaces SFTConfig arguments (benchmarks turn evaluation and saving off);
     `parallel` is this process's place in a data-parallel launch (default: asked of accelerate)."""
-    from training.judge.models import choose_backend, cuda_available, trainable_model, trainable_parameters
-    from training.parallel import current
+    from training.judge.models import (
+        choose_backend, cuda_available, trainable_model, trainable_parameters, visible_gpus,
+    )
+    from training.parallel import check_visible_gpus, current
     from training.tracking import Tracker, make_tracker, tracker_callback
 
     started = time.perf_counter()
     pre = checked or preflight(cfg)
     parallel = parallel or current(cuda_available())
     backend = backend or choose_backend(cfg, parallel)
+    check_visible_gpus(parallel, visible_gpus())
     log = log if parallel.writes else _quiet
     batch = plan_batch(cfg.train.batch_size, cfg.train.grad_accum, cfg.train.global_batch, parallel.world_size)
     log(f"backend: {backend.describe()}; {parallel.describe()}, {batch.describe()}")
