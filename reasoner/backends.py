@@ -287,6 +287,13 @@ def _not_found_message(name: str, error: Exception) -> str:
     )
 
 
+def _cuda_index(device: str) -> int:
+    """"cuda:1" -> 1; a bare "cuda" is the current device (the one torch.cuda.set_device chose)."""
+    import torch
+
+    return torch.device(device).index if ":" in device else torch.cuda.current_device()
+
+
 def _load_hub_model(config: ModelConfig, device: str, load_in_4bit: bool):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -306,7 +313,8 @@ def _load_hub_model(config: ModelConfig, device: str, load_in_4bit: bool):
             bnb_4bit_compute_dtype=torch.bfloat16,
             bnb_4bit_use_double_quant=True,
         )
-        kwargs["device_map"] = {"": 0 if device.startswith("cuda") else "cpu"}
+        # One device for the whole model: "cuda:N" (a data-parallel trainer's own GPU) or the current one.
+        kwargs["device_map"] = {"": _cuda_index(device) if device.startswith("cuda") else "cpu"}
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=_torch_dtype(config, device), **kwargs)

@@ -88,7 +88,11 @@ class TrainSection:
     batch_size: int = 2
     """Examples per device per step."""
     grad_accum: int = 1
-    """Gradient accumulation steps (effective batch = batch_size * grad_accum)."""
+    """Gradient accumulation steps (effective batch = batch_size * grad_accum * GPUs)."""
+    global_batch: int = 0
+    """Examples per optimizer step over all GPUs of a torchrun launch; 0 = batch_size * grad_accum *
+    GPUs (N GPUs take N times the examples per step). Set it to keep a one-GPU recipe's step on N
+    GPUs: grad_accum is then derived (global_batch / (batch_size * GPUs), which must divide)."""
     learning_rate: float = 2e-4
     """Peak learning rate."""
     lr_scheduler: str = "linear"
@@ -174,6 +178,8 @@ def _check_values(cfg: TrainConfig, where: str) -> None:
     unknown = sorted(set(cfg.lora.target_modules) - set(LORA_MODULES))
     if unknown or not cfg.lora.target_modules:
         raise ConfigError(f"{where}: lora.target_modules must be a non-empty subset of {LORA_MODULES}")
+    if cfg.train.global_batch < 0 or (cfg.train.global_batch and cfg.train.global_batch % cfg.train.batch_size):
+        raise ConfigError(f"{where}: train.global_batch must be 0 or a multiple of train.batch_size")
     if cfg.train.max_steps == 0 or cfg.train.epochs <= 0:
         raise ConfigError(f"{where}: train.epochs must be > 0 and train.max_steps -1 or > 0")
     if not cfg.data.train or not cfg.data.validation:

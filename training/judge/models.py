@@ -19,6 +19,14 @@ from pathlib import Path
 
 from training.config import ConfigError
 from training.judge.config import EMBEDDED, TrainConfig
+from training.parallel import Parallel
+
+UNSLOTH_DDP = (
+    "model.backend = 'unsloth' does not train data-parallel here ({world} processes): Unsloth's own "
+    "documentation still calls its multi-GPU support work in progress, and its offloaded gradient "
+    "checkpointing and patched kernels were not verified under DDP in this trainer. Use "
+    "--set model.backend=\"transformers\" (transformers + PEFT + bitsandbytes; \"auto\" picks it "
+    "under torchrun), or train on one GPU with Unsloth")
 
 
 @dataclass(frozen=True)
@@ -37,10 +45,16 @@ class Backend:
         return f"{lib}{quant} on {self.device}, {self.dtype}"
 
 
-def _cuda() -> bool:
+def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def resolve_dtype(wanted: str, cuda: bool) -> str:
@@ -56,15 +70,19 @@ def resolve_dtype(wanted: str, cuda: bool) -> str:
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
-def choose_backend(cfg: TrainConfig) -> Backend:
-    """Resolve model.backend = auto/unsloth/transformers against this machine (imports only torch)."""
-    cuda = _cuda()
+def choose_backend(cfg: TrainConfig, parallel: Parallel = Parallel()) -> Backend:
+    """Resolve model.backend = auto/unsloth/transformers against this machine (imports only torch).
+    Under a data-parallel launch "auto" means transformers and "unsloth" is refused (UNSLOTH_DDP)."""
+    cuda = cuda_available()
     has_unsloth = importlib.util.find_spec("unsloth") is not None
     wanted = cfg.model.backend
     if wanted == "unsloth" and not (cuda and has_unsloth):
         raise ConfigError("model.backend = 'unsloth' needs a CUDA GPU and the unsloth package "
                           f"(CUDA: {cuda}, unsloth installed: {has_unsloth})")
-    name = "unsloth" if wanted == "unsloth" or (wanted == "auto" and cuda and has_unsloth) else "transformers"
+    if wanted == "unsloth" and parallel.distributed:
+        raise ConfigError(UNSLOTH_DDP.format(world=parallel.world_size))
+    unsloth_ok = cuda and has_unsloth and not parallel.distributed
+    name = "unsloth" if wanted == "unsloth" or (wanted == "auto" and unsloth_ok) else "transformers"
     four_bit = cfg.model.load_in_4bit or "bnb-4bit" in cfg.model.base
     if four_bit and importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError("4-bit loading needs bitsandbytes (pip install '.[gpu]')")
@@ -128,8 +146,9 @@ def _load_unsloth(cfg: TrainConfig, backend: Backend, home: Path):
     return model, tokenizer
 
 
-def load_base(cfg: TrainConfig, backend: Backend, home: Path):
-    """(model, tokenizer) through the reasoner's loader: the one place models are read from."""
+def load_base(cfg: TrainConfig, backend: Backend, home: Path, parallel: Parallel = Parallel()):
+    """(model, tokenizer) through the reasoner's loader: the one place models are read from. Each
+    process of a data-parallel launch loads its own copy onto its own GPU (cuda:<local rank>)."""
     from reasoner.backends import ModelConfig, ModelLoadError, load_model
 
     config = ModelConfig(
@@ -138,7 +157,7 @@ def load_base(cfg: TrainConfig, backend: Backend, home: Path):
         load_in_4bit=backend.load_in_4bit,
         use_unsloth=False,
         cache_dir=model_cache_dir(cfg, home),
-        device=backend.device,
+        device=parallel.device(backend.device),
     )
     try:
         loaded = load_model(config)
@@ -150,12 +169,19 @@ def load_base(cfg: TrainConfig, backend: Backend, home: Path):
     return model, loaded.tokenizer
 
 
-def _add_lora(model, cfg: TrainConfig, backend: Backend):
+def checkpointing_kwargs(parallel: Parallel) -> dict | None:
+    """Non-reentrant checkpointing under DDP: the reentrant kind runs the forward without grad, so
+    DDP sees each LoRA weight's gradient arrive twice (or never) and stops the backward pass."""
+    return {"use_reentrant": False} if parallel.distributed else None
+
+
+def _add_lora(model, cfg: TrainConfig, backend: Backend, parallel: Parallel):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if backend.load_in_4bit:
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=checkpointing(cfg, backend)
+            model, use_gradient_checkpointing=checkpointing(cfg, backend),
+            gradient_checkpointing_kwargs=checkpointing_kwargs(parallel),
         )
     lora = LoraConfig(
         r=cfg.lora.r,
@@ -168,7 +194,7 @@ def _add_lora(model, cfg: TrainConfig, backend: Backend):
     return get_peft_model(model, lora)
 
 
-def trainable_model(cfg: TrainConfig, backend: Backend, home: Path):
+def trainable_model(cfg: TrainConfig, backend: Backend, home: Path, parallel: Parallel = Parallel()):
     """(peft model in train mode, tokenizer with a chat template and a pad token)."""
     import torch
 
@@ -178,8 +204,8 @@ def trainable_model(cfg: TrainConfig, backend: Backend, home: Path):
     if backend.name == "unsloth":
         model, tokenizer = _load_unsloth(cfg, backend, home)
     else:
-        model, tokenizer = load_base(cfg, backend, home)
-        model = _add_lora(model, cfg, backend)
+        model, tokenizer = load_base(cfg, backend, home, parallel)
+        model = _add_lora(model, cfg, backend, parallel)
     ensure_chat_template(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

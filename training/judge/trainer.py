@@ -12,6 +12,9 @@ Steps (each a small `_setup_*` / `_finish_*` function):
 4. evaluation on validation examples through the reasoner's Judge, calibration of the combination
    parameters, then the run folder: the adapter (save_pretrained), agent_helper.json (metadata the
    reasoner reads), metrics.jsonl (every log/eval step), loss_curve.png.
+
+Under torchrun / accelerate launch (training/parallel.py) every process runs steps 1-3 on its own
+GPU and the Trainer keeps them in lockstep; step 4 and every file are rank 0's alone.
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ from training.config import ConfigError
 from training.judge.config import TrainConfig, check_base_model
 from training.judge import evaluation
 from training.judge.examples import Examples, judge_format, load_examples
-from training.judge.models import Backend, checkpointing
-from training.runs import (
-    METRICS_FILE, append_metrics, metrics_callback, setup_output, setup_threads, shared_training_args, versions,
-)
+from training.judge.models import Backend
+from training.judge.sft import completion_loss, setup_trainer  # noqa: F401  (completion_loss: re-exported)
+from training.parallel import Parallel, plan_batch, share, wait_for_everyone
+from training.runs import METRICS_FILE, append_metrics, metrics_callback, setup_output, setup_threads, versions
 from training.tracking import check_tracking
 
 LOSS_CURVE_FILE = "loss_curve.png"
@@ -58,6 +61,8 @@ class RunResult:
     stopped_early: bool
     steps: int
     notes: list[str] = field(default_factory=list)
+    wrote: bool = True
+    """False on the ranks of a data-parallel launch that only trained (rank 0 wrote everything)."""
 
 
 def preflight(cfg: TrainConfig) -> Preflight:
@@ -82,104 +87,6 @@ def _setup_datasets(cfg: TrainConfig, examples: Examples, tokenizer, log):
         f"tokens per example median {sorted(lengths)[len(lengths) // 2] if lengths else 0}, max {max(lengths, default=0)}"
         + (f"; dropped over {limit} tokens: {train.dropped_long} + {valid.dropped_long}" if train.dropped_long + valid.dropped_long else ""))
     return to_dataset(train, "data.train"), to_dataset(valid, "data.validation"), train.dropped_long + valid.dropped_long
-
-
-def _precision(cfg: TrainConfig, backend: Backend) -> dict:
-    if backend.name == "unsloth":
-        import torch
-
-        bf16 = torch.cuda.is_bf16_supported()
-        return {"bf16": bf16, "fp16": not bf16}
-    return {"bf16": backend.dtype == "bfloat16", "fp16": backend.dtype == "float16"}
-
-
-def _sft_config(cfg: TrainConfig, backend: Backend, out: Path, overrides: dict | None = None):
-    from trl import SFTConfig
-
-    t = cfg.train
-    values = dict(
-        **shared_training_args(t, out, backend.device),
-        per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        max_grad_norm=t.max_grad_norm,
-        optim=t.optim,
-        eval_strategy="steps",
-        eval_steps=t.eval_steps,
-        save_strategy="steps",
-        save_steps=t.eval_steps,  # a checkpoint per evaluation, so the best one can be restored
-        save_total_limit=cfg.output.save_total_limit,
-        save_only_model=True,
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        padding_free=t.padding_free,
-        max_length=None,  # examples over model.max_seq_length were dropped when tokenized
-        completion_only_loss=True,
-        gradient_checkpointing=backend.name != "unsloth" and checkpointing(cfg, backend),
-        **_precision(cfg, backend),
-    )
-    values.update(overrides or {})
-    return SFTConfig(**values)
-
-
-def completion_loss(model, inputs: dict, num_items_in_batch=None, accepts_loss_kwargs: bool = True):
-    """Causal-LM loss on the completion tokens, projecting only their positions through the LM head.
-
-    The same value as the model's own loss (summed over labelled tokens, divided by
-    `num_items_in_batch` when given, else by their count), but the (tokens x vocabulary) logits of
-    the prompt, ~90% of each example, are never computed: about a fifth less work per CPU step
-    for SmolLM2, whose 49,152-word head is a fifth of the model."""
-    import torch.nn.functional as F
-
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    labels = inputs["labels"]
-    features = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    hidden = causal_lm.get_decoder()(**features).last_hidden_state[:, :-1]
-    targets = labels[:, 1:]
-    keep = targets != -100
-    logits = causal_lm.get_output_embeddings()(hidden[keep]).float()
-    total = F.cross_entropy(logits, targets[keep], reduction="sum")
-    if num_items_in_batch is not None and accepts_loss_kwargs:
-        return total / num_items_in_batch
-    return total / keep.sum().clamp(min=1)
-
-
-def sft_trainer_class():
-    """TRL's SFTTrainer, or, where its Triton loss kernel cannot load (torch CPU builds ship no
-    Triton, and TRL 1.15 then fails in compute_loss), a subclass computing the same
-    completion-only loss with `completion_loss`."""
-    from trl import SFTTrainer
-    from trl.trainer import utils as trl_utils
-
-    if getattr(trl_utils, "_ChunkedLogProbFunction", True) is not None:
-        return SFTTrainer
-
-    class CompletionLossSFTTrainer(SFTTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = completion_loss(model, inputs, num_items_in_batch, self.model_accepts_loss_kwargs)
-            return (loss, {"loss": loss}) if return_outputs else loss
-
-    return CompletionLossSFTTrainer
-
-
-def _setup_trainer(cfg, backend, model, tokenizer, train_ds, eval_ds, out, callbacks, sft_overrides=None):
-    from transformers import EarlyStoppingCallback
-
-    args = _sft_config(cfg, backend, out, sft_overrides)
-    if cfg.train.early_stopping_patience > 0 and args.load_best_model_at_end:
-        callbacks = [*callbacks, EarlyStoppingCallback(
-            early_stopping_patience=cfg.train.early_stopping_patience,
-            early_stopping_threshold=cfg.train.early_stopping_threshold,
-        )]
-    return sft_trainer_class()(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
-        callbacks=list(callbacks),
-    )
 
 
 # --- finish ---------------------------------------------------------------------------------------
@@ -270,6 +177,25 @@ def _finish_files(out: Path, cfg: TrainConfig, metadata: AdapterMetadata, best_s
 # --- the recipe -----------------------------------------------------------------------------------
 
 
+def _setup_run_folder(cfg: TrainConfig, home: Path, parallel: Parallel) -> Path:
+    """Rank 0 makes the run folder (or refuses a finished one); every rank learns the same path,
+    which matters when a timestamp names it."""
+    found: str | ConfigError | None = None
+    if parallel.writes:
+        try:
+            found = str(setup_output(cfg, home, METADATA_FILE))
+        except ConfigError as error:
+            found = error
+    found = share(found, parallel)
+    if isinstance(found, ConfigError):
+        raise found
+    return Path(found)
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
 def train(
     cfg: TrainConfig,
     home: Path,
@@ -278,52 +204,98 @@ def train(
     log: Callable[[str], None] = print,
     checked: Preflight | None = None,
     sft_overrides: dict | None = None,
+    parallel: Parallel | None = None,
 ) -> RunResult:
     """Run one training job end to end; returns where everything was written.
 
-    `sft_overrides` replaces SFTConfig arguments (benchmarks turn evaluation and saving off)."""
-    from training.judge.models import choose_backend, trainable_model, trainable_parameters
-    from training.tracking import make_tracker, tracker_callback
+    `sft_overrides` replaces SFTConfig arguments (benchmarks turn evaluation and saving off);
+    `parallel` is this process's place in a data-parallel launch (default: asked of accelerate)."""
+    from training.judge.models import (
+        choose_backend, cuda_available, trainable_model, trainable_parameters, visible_gpus,
+    )
+    from training.parallel import check_visible_gpus, current
+    from training.tracking import Tracker, make_tracker, tracker_callback
 
     started = time.perf_counter()
     pre = checked or preflight(cfg)
-    backend = backend or choose_backend(cfg)
-    log(f"backend: {backend.describe()}")
+    parallel = parallel or current(cuda_available())
+    backend = backend or choose_backend(cfg, parallel)
+    check_visible_gpus(parallel, visible_gpus())
+    log = log if parallel.writes else _quiet
+    batch = plan_batch(cfg.train.batch_size, cfg.train.grad_accum, cfg.train.global_batch, parallel.world_size)
+    log(f"backend: {backend.describe()}; {parallel.describe()}, {batch.describe()}")
     setup_threads(cfg)
-    out = setup_output(cfg, home, METADATA_FILE)
-    model, tokenizer = trainable_model(cfg, backend, home)
+    out = _setup_run_folder(cfg, home, parallel)
+    model, tokenizer = trainable_model(cfg, backend, home, parallel)
     trainable, total = trainable_parameters(model)
     log(f"model: {cfg.model.base}, LoRA r={cfg.lora.r} on {len(cfg.lora.target_modules)} projections: "
         f"{trainable:,} trainable of {total:,} parameters")
     train_ds, eval_ds, dropped = _setup_datasets(cfg, pre.examples, tokenizer, log)
-    tracker = make_tracker(cfg.tracking, home)
+    tracker = make_tracker(cfg.tracking, home) if parallel.writes else Tracker()
     tracker.start(cfg.output.run_name or out.name, {"config": cfg.to_dict(), "backend": backend.name})
+    writers = [metrics_callback(out / METRICS_FILE, started), tracker_callback(tracker)] if parallel.writes else []
     try:
-        trainer = _setup_trainer(cfg, backend, model, tokenizer, train_ds, eval_ds, out,
-                                 [metrics_callback(out / METRICS_FILE, started), tracker_callback(tracker), *callbacks],
-                                 sft_overrides)
+        trainer = setup_trainer(cfg, backend, model, tokenizer, train_ds, eval_ds, out, [*writers, *callbacks],
+                                sft_overrides, batch, parallel)
         trainer.train()
-        best = _best_step(trainer.state)
-        stopped_early = trainer.state.global_step < trainer.state.max_steps
-        model = trainer.model
-        model.save_pretrained(str(out))
-        budget = _judge_budget(cfg, pre.examples, tokenizer)
-        verdicts = _evaluate(cfg, backend, model, tokenizer, pre.examples, budget, log)
-        extra = {"trainable_parameters": trainable, "best_step": best, "steps": trainer.state.global_step,
-                 "stopped_early": stopped_early, "train_examples": len(train_ds),
+        wait_for_everyone(parallel)  # no rank may still be reading a checkpoint that rank 0 deletes
+        run = _Run(cfg, backend, pre, trainer, tokenizer, out, tracker, started, log)
+        facts = {"trainable_parameters": trainable, "train_examples": len(train_ds),
                  "validation_examples": len(eval_ds), "dropped_long_examples": dropped,
-                 "notes": pre.examples.notes, "wall_time_s": round(time.perf_counter() - started, 1)}
-        metadata = _metadata(cfg, backend, pre, trainer, verdicts, budget, extra)
-        append_metrics(out, {"stage": "final", "step": trainer.state.global_step, **_flat_verdicts(verdicts)})
-        tracker.log_metrics(_flat_verdicts(verdicts), step=trainer.state.global_step)
-        _finish_files(out, cfg, metadata, best, tracker, log)
-        if not cfg.output.keep_checkpoints:
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+                 "parallel": {"world_size": parallel.world_size, "per_device_batch": batch.per_device,
+                              "grad_accum": batch.grad_accum, "global_batch": batch.global_batch}}
+        result = _finish_run(run, facts) if parallel.writes else _trained_only(run)
     except BaseException:
         tracker.finish("FAILED")
         raise
     tracker.finish()
-    return RunResult(out, metadata, best, stopped_early, trainer.state.global_step, pre.examples.notes)
+    return result
+
+
+@dataclass
+class _Run:
+    """What the end of a run needs: the trained trainer and where to put its results."""
+
+    cfg: TrainConfig
+    backend: Backend
+    pre: Preflight
+    trainer: object
+    tokenizer: object
+    out: Path
+    tracker: object
+    started: float
+    log: Callable[[str], None]
+
+    @property
+    def state(self):
+        return self.trainer.state
+
+
+def _trained_only(run: _Run) -> RunResult:
+    """A rank other than 0: trained in lockstep, writes nothing."""
+    state = run.state
+    return RunResult(run.out, {}, _best_step(state), state.global_step < state.max_steps, state.global_step,
+                     run.pre.examples.notes, wrote=False)
+
+
+def _finish_run(run: _Run, facts: dict) -> RunResult:
+    """Rank 0 (or the only process): adapter, evaluation + calibration, metadata, metrics, plot."""
+    cfg, state = run.cfg, run.state
+    best = _best_step(state)
+    stopped_early = state.global_step < state.max_steps
+    model = run.trainer.model
+    model.save_pretrained(str(run.out))
+    budget = _judge_budget(cfg, run.pre.examples, run.tokenizer)
+    verdicts = _evaluate(cfg, run.backend, model, run.tokenizer, run.pre.examples, budget, run.log)
+    extra = {**facts, "best_step": best, "steps": state.global_step, "stopped_early": stopped_early,
+             "notes": run.pre.examples.notes, "wall_time_s": round(time.perf_counter() - run.started, 1)}
+    metadata = _metadata(cfg, run.backend, run.pre, run.trainer, verdicts, budget, extra)
+    append_metrics(run.out, {"stage": "final", "step": state.global_step, **_flat_verdicts(verdicts)})
+    run.tracker.log_metrics(_flat_verdicts(verdicts), step=state.global_step)
+    _finish_files(run.out, cfg, metadata, best, run.tracker, run.log)
+    if not cfg.output.keep_checkpoints:
+        shutil.rmtree(run.out / "checkpoints", ignore_errors=True)
+    return RunResult(run.out, metadata, best, stopped_early, state.global_step, run.pre.examples.notes)
 
 
 def _flat_verdicts(verdicts: dict) -> dict:
