@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from retriever.candidates import Candidate
-from retriever.store import KnowledgeStore, candidate_from_metadata
+from retriever.chunks import candidate_from_metadata
+from retriever.store import KnowledgeStore
 
 
 @dataclass(frozen=True)
