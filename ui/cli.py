@@ -27,10 +27,13 @@ def _retriever(home: Home):
 
 
 def _progress_bars():
-    """A tqdm bar per file and stage; returns the `progress_for(path)` the pipeline wants."""
+    """A tqdm bar per file and stage; returns the `progress_for(path)` the pipeline wants, and
+    `close()` for the bars a failure left open (else the error is printed on a bar's line)."""
     from tqdm import tqdm
 
     from ingest.progress import EMBEDDING, OCR, READING
+
+    every: list[tqdm] = []
 
     def progress_for(path: Path):
         bars: dict[str, tqdm] = {}
@@ -41,6 +44,7 @@ def _progress_bars():
             if bar is None:
                 bar = bars[key] = tqdm(total=total, desc=f"{stage} {path.name}", unit="chunk"
                                        if stage == EMBEDDING else "page", leave=False)
+                every.append(bar)
             bar.set_description(f"{stage} {path.name}", refresh=False)
             bar.update(done - bar.n)
             if done >= total:
@@ -48,14 +52,22 @@ def _progress_bars():
 
         return update
 
-    return progress_for
+    def close() -> None:
+        for bar in every:
+            bar.close()
+
+    return progress_for, close
 
 
 def cmd_ingest(args) -> int:
     from ingest.pipeline import IngestOptions, ingest_paths
 
     options = IngestOptions(max_bytes=int(args.max_mb * 2**20))
-    results = ingest_paths(open_store(args.home), args.paths, options, _progress_bars())
+    progress_for, close_bars = _progress_bars()
+    try:
+        results = ingest_paths(open_store(args.home), args.paths, options, progress_for)
+    finally:
+        close_bars()
     for result in results:
         print(result.message(), file=sys.stdout if result.ok else sys.stderr)
     if not results:
