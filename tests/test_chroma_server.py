@@ -181,6 +181,31 @@ def test_a_down_server_is_one_clear_error_and_nothing_is_written(chroma, tmp_pat
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
 
 
+def test_the_api_answers_503_naming_a_down_server(chroma, tmp_path, embedder):
+    from fastapi.testclient import TestClient
+
+    import ui_support as us
+    from app.home import Home
+    from app.service import AgentHelper
+    from ui.server import create_app
+    from ui.settings import ServerSettings
+
+    home = Home(tmp_path / "home", embedder_adapter=None, chroma_server=ChromaServer.from_url(chroma.url))
+    service = AgentHelper(home, us.model_config(), us.judge_config())
+    faq = write_faq_csv(tmp_path / "faq.csv").read_bytes()
+    with TestClient(create_app(service, ServerSettings(warm_up=False))) as client:
+        assert client.get("/api/v1/documents").json() == []
+        chroma.stop()
+        unreachable = f"Chroma server at {chroma.url} is not reachable: "
+        listed = client.get("/api/v1/documents")
+        assert listed.status_code == 503 and listed.json()["detail"].startswith(unreachable), listed.text
+        uploaded = client.post("/api/v1/documents", files=[("files", ("faq.csv", faq, "text/csv"))])
+        assert uploaded.status_code == 503 and uploaded.json()["detail"].startswith(unreachable), uploaded.text
+        assert list(home.uploads.iterdir()) == []  # the upload was not kept either
+        chroma.start()  # the client reconnects by itself
+        assert client.get("/api/v1/documents").json() == []
+
+
 def test_an_ingest_the_server_cut_off_leaves_no_document(chroma, tmp_path, embedder):
     rows = 8 * EMBED_BATCH
     big = write_big_csv(tmp_path / "big.csv", rows)
