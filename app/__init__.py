@@ -9,7 +9,7 @@ import importlib
 
 _EXPORTS = {
     "AgentHelper": "app.service", "Answer": "app.service", "MAX_TICKET_CHARS": "app.service",
-    "Home": "app.home", "load_embedder": "app.home",
+    "Home": "app.home", "load_embedder": "app.home", "open_store": "app.home",
     "FeedbackStore": "app.feedback", "FeedbackRecord": "app.feedback", "FeedbackError": "app.feedback",
     "UnknownAnswer": "app.feedback", "export_feedback": "app.feedback",
     "UploadRejected": "app.uploads", "sanitize_filename": "app.uploads",

@@ -1,4 +1,5 @@
-"""Where the app keeps its state: one folder (`--home`), and the search embedder it was built with.
+"""Where the app keeps its state: one folder (`--home`), the search embedder it was built with, and
+the Chroma server that holds the knowledge base instead of the folder (`--chroma-url`), if any.
 
 Components receive these paths; reading the environment to find them is the interfaces' job (ui/settings.py).
 """
@@ -7,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from retriever.chroma_client import ChromaServer
 
 DEFAULT_HOME = Path(".agent-helper")
 
@@ -23,6 +28,10 @@ class Home:
     embedder_adapter: Path | None = field(default_factory=shipped_embedder_adapter)
     """The search embedder's LoRA adapter folder; None = the plain packaged all-MiniLM-L6-v2.
     The knowledge base must have been built (or re-indexed) with the same embedder."""
+    chroma_server: "ChromaServer | None" = None
+    """None: the knowledge base (chunks and document registry) lives under `root`. Else on this
+    server, shared by every process pointed at it; `root` then keeps this process's own state
+    (feedback, uploaded files, search index cache, locks)."""
 
     @property
     def models(self) -> Path:
@@ -48,4 +57,12 @@ def load_embedder(home: Home):
     return shared_embedder(None, str(adapter) if adapter is not None else None)
 
 
-__all__ = ["DEFAULT_HOME", "Home", "load_embedder", "shipped_embedder_adapter"]
+def open_store(home: Home, *, check_embedder: bool = True):
+    """The knowledge store `home` names (retriever.store.KnowledgeStore), embedded or on its server."""
+    from retriever.store import KnowledgeStore
+
+    return KnowledgeStore(home.root, load_embedder(home), check_embedder=check_embedder,
+                          server=home.chroma_server)
+
+
+__all__ = ["DEFAULT_HOME", "Home", "load_embedder", "open_store", "shipped_embedder_adapter"]

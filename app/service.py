@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from app.feedback import FeedbackRecord, FeedbackStore
-from app.home import Home, load_embedder
+from app.home import Home, open_store
 from app.judges import SearchEmbedder, SharedJudge, default_model_config, loaded_judge, shared_judge
 from app.uploads import Uploads
 from ingest.formats import SUPPORTED_SUFFIXES
@@ -84,7 +84,8 @@ class AgentHelper:
         adapter's calibrated values (JudgeConfig.from_metadata) with the search embedder's
         `escalate_below`. The search embedder is `home.embedder_adapter`; a knowledge base built
         with another one raises StoreError (`reindex` it). `log_answers` records every answer in
-        `home.feedback_db` so it can be rated. `store` reuses an open store of the same home."""
+        `home.feedback_db` so it can be rated. `store` reuses an open store of the same home. With
+        `home.chroma_server` the knowledge base is the server's (shared with other processes)."""
         from retriever.hybrid import HybridRetriever
 
         self.home = home
@@ -92,7 +93,7 @@ class AgentHelper:
         self.judge_config = judge_config
         self.ingest_options = ingest_options
         self.max_batch = max_batch
-        self.store = store if store is not None else KnowledgeStore(home.root, load_embedder(home))
+        self.store = store if store is not None else open_store(home)
         self.retriever = HybridRetriever(self.store)
         self.feedback = FeedbackStore(home.feedback_db)
         self.log_answers = log_answers

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from retriever.chunks import ROW, ChunkRecord, new_document
 from retriever.embedder import shared_embedder
 from retriever.hybrid import HybridRetriever
-from retriever.store import ROW, ChunkRecord, KnowledgeStore, new_document
+from retriever.store import KnowledgeStore
 
 ASKS = ["How do I {v} my {o}?", "Can I {v} the {o} I got on {d}?", "Why can't I {v} my {o} #{n}?",
         "Is it possible to {v} an {o} from abroad?", "I need to {v} my {o}, order {n}.",

@@ -14,7 +14,9 @@ from typing import Callable, Iterable
 from ingest.errors import IngestError
 from ingest.formats import SUPPORTED_SUFFIXES, expected_types, reader_for
 from ingest.progress import EMBEDDING, ProgressFn
-from retriever.store import DocumentRecord, KnowledgeStore, new_document
+from retriever.chunks import new_document
+from retriever.registry import DocumentRecord
+from retriever.store import KnowledgeStore
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 

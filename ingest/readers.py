@@ -15,7 +15,7 @@ from ingest.pdf import read_pages, strip_running_lines
 from ingest.progress import ProgressFn
 from ingest.sections import Sections
 from ingest.tables import read_rows
-from retriever.store import FAQ, PASSAGE, ROW, ChunkRecord
+from retriever.chunks import FAQ, PASSAGE, ROW, ChunkRecord
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from retriever.candidates import Candidate
+from retriever.chunks import candidate_from_metadata
 from retriever.escalation import KnowledgeFloor, derive_floor
-from retriever.store import KnowledgeStore, candidate_from_metadata
+from retriever.store import KnowledgeStore
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,10 @@
 """The document registry: which documents the knowledge base holds, and which collection is active.
 
-One SQLite file under the home (`registry.sqlite`), two tables:
+`DocumentRegistry` is what the store (store.py) needs of one; there are two. An embedded knowledge
+base keeps `SqliteRegistry` (this module) under its home; one on a Chroma server keeps
+`ChromaRegistry` (chroma_registry.py) on that server, so every process using the server shares it.
+
+`SqliteRegistry`: one SQLite file under the home (`registry.sqlite`), two tables:
 - `documents`: one row per document, the columns of `DocumentRecord` (defined once, there) plus a
   status: "ingesting" while its chunks are written, "ready" once they all are. Only ready documents
   are listed or found; what is left "ingesting" belongs to an interrupted ingest and is removed.
@@ -17,6 +21,7 @@ import sqlite3
 import threading
 from dataclasses import MISSING, Field, astuple, dataclass, fields
 from pathlib import Path
+from typing import Protocol
 
 INGESTING, READY = "ingesting", "ready"
 ACTIVE_COLLECTION_KEY = "collection"
@@ -38,6 +43,27 @@ class DocumentRecord:
     added_at: float
     ocr_pages: str = ""
     """Pages read by OCR (scanned pages), as ranges: "2, 4" or "1-100"; "" when none were."""
+
+
+class DocumentRegistry(Protocol):
+    """The documents of one knowledge base and the name of its active collection.
+
+    A document is recorded by `begin` before its chunks are written and listed or found only after
+    `ready`; `forget` drops it. `generation` changes with every change of content (caches built on
+    the chunks key on it).
+    """
+
+    def documents(self) -> list[DocumentRecord]: ...
+    def find(self, *, doc_id: str | None = None, sha256: str | None = None) -> DocumentRecord | None: ...
+    def unfinished(self, begun_before: float | None = None) -> list[str]: ...
+    def begin(self, doc: DocumentRecord) -> None: ...
+    def ready(self, doc_id: str) -> None: ...
+    def forget(self, doc_id: str) -> None: ...
+    def active_collection(self, default: str) -> str: ...
+    def activate(self, collection: str) -> None: ...
+    @property
+    def generation(self) -> int: ...
+    def close(self) -> None: ...
 
 
 _SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", "str": "TEXT", "int": "INTEGER", "float": "REAL"}
@@ -70,7 +96,7 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
                 db.execute(f"ALTER TABLE documents ADD COLUMN {_column(f)}")
 
 
-class Registry:
+class SqliteRegistry:
     """The SQLite registry of one home; safe to share between threads (one connection, one lock)."""
 
     def __init__(self, path: Path):
@@ -93,10 +119,14 @@ class Registry:
         found = self._select(f"WHERE {column} = ? AND status = '{READY}'", (value,))
         return found[0] if found else None
 
-    def unfinished(self) -> list[str]:
-        """Ids of documents an interrupted ingest left behind."""
+    def unfinished(self, begun_before: float | None = None) -> list[str]:
+        """Ids of documents not ready: left by an interrupted ingest (or, with `begun_before`, only
+        those whose ingest began before that time)."""
+        query, parameters = f"SELECT id FROM documents WHERE status != '{READY}'", ()
+        if begun_before is not None:
+            query, parameters = query + " AND added_at < ?", (begun_before,)
         with self._lock:
-            return [row[0] for row in self._db.execute(f"SELECT id FROM documents WHERE status != '{READY}'")]
+            return [row[0] for row in self._db.execute(query, parameters)]
 
     def begin(self, doc: DocumentRecord) -> None:
         """Record a document whose chunks are about to be written (not listed until `ready`)."""
@@ -148,4 +178,4 @@ class Registry:
                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
 
-__all__ = ["DocumentRecord", "Registry"]
+__all__ = ["INGESTING", "READY", "DocumentRecord", "DocumentRegistry", "SqliteRegistry"]

@@ -2,9 +2,10 @@
 
 The store's active collection keeps answering searches while a new collection is filled with the
 same ids, texts and metadata, embedded by the new embedder; only a complete copy is swapped in
-(one SQLite transaction, `KnowledgeStore.activate`). Killed at any point, the old collection stays
-active and intact, and the half-built one is dropped on the next open or re-index. The old
-vectors are never read, so a store built with any embedder can be re-indexed.
+(one registry write, `KnowledgeStore.activate`). Killed at any point, the old collection stays
+active and intact, and the half-built one is dropped on the next open or re-index (on a Chroma
+server: the next re-index). The old vectors are never read, so a store built with any embedder
+can be re-indexed.
 
     store = KnowledgeStore(home, new_embedder, check_embedder=False)
     result = reindex(store, progress=lambda done, total: ...)
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from retriever.store import EMBED_BATCH, EmbedderId, KnowledgeStore, ProgressFn, StoreError
 
@@ -33,14 +33,16 @@ class ReindexResult:
     new: EmbedderId
     """The embedder the store is built with now."""
     seconds: float
-    home: Path
+    where: str
+    """Where the knowledge base is, as messages say it (KnowledgeStore.where: "in HOME" or "on the
+    Chroma server at URL")."""
 
     def message(self) -> str:
         if self.status == UP_TO_DATE:
-            return (f"the knowledge base in {self.home} is already built with embedder {self.new}; "
+            return (f"the knowledge base {self.where} is already built with embedder {self.new}; "
                     "nothing to do (--force re-embeds it anyway)")
         if self.status == EMPTY:
-            return (f"the knowledge base in {self.home} is empty: nothing to re-embed "
+            return (f"the knowledge base {self.where} is empty: nothing to re-embed "
                     f"(it now uses embedder {self.new})")
         return (f"re-embedded {self.chunks} chunks: {self.old} → {self.new} "
                 f"in {self.seconds:.1f} s")
@@ -62,14 +64,15 @@ def reindex(
         total = store.count()
         if old.hash == new.hash and not force:
             status = EMPTY if total == 0 else UP_TO_DATE
-            return ReindexResult(status, 0, old, new, time.perf_counter() - started, store.home)
+            return ReindexResult(status, 0, old, new, time.perf_counter() - started, store.where)
         done = _rebuild(store, total, progress, batch_size)
     status = REINDEXED if total else EMPTY
-    return ReindexResult(status, done, old, new, time.perf_counter() - started, store.home)
+    return ReindexResult(status, done, old, new, time.perf_counter() - started, store.where)
 
 
 def _rebuild(store: KnowledgeStore, total: int, progress: ProgressFn | None, batch_size: int) -> int:
     """Copy every chunk into a new collection, re-embedded, and swap it in; the chunks copied."""
+    generation = store.generation
     target = store.new_collection()
     try:
         done = 0
@@ -86,6 +89,11 @@ def _rebuild(store: KnowledgeStore, total: int, progress: ProgressFn | None, bat
                 f"re-index copied {done} of {total} chunks ({target.count()} stored); "
                 "the old collection stays active"
             )
+        # Server mode: processes of other homes are not locked out; swapping in a copy that misses
+        # their latest documents would lose them.
+        if store.generation != generation:
+            raise StoreError("documents were added or deleted during the re-index (by another process); "
+                             "the old collection stays active: run it again")
         store.activate(target)
     except BaseException:
         store.drop_collection(target.name)

@@ -1,6 +1,10 @@
 """The knowledge store: one Chroma collection of chunks plus the registry of documents (registry.py).
 
-This module owns the chunks' schema (metadata keys, collection names) and is the only writer of the
+Chroma is embedded under the home folder, or a server shared by many processes (`ChromaServer`,
+chroma_client.py); the registry lives beside it (SQLite under the home, or a collection on the
+server: chroma_registry.py). Everything below holds in both, except where "server mode" says.
+
+This module owns the collection names (the chunks' schema: chunks.py) and is the only writer of the
 collection and the registry. A document's chunks are written first and the document is marked ready
 last, so a failed or interrupted ingest never leaves chunks that the registry does not own.
 
@@ -9,28 +13,39 @@ records the embedder that built it. A re-index (retriever/reindex.py) fills a ne
 the old one keeps serving, then names it in one registry transaction; collections that are not
 active are leftovers of an interrupted re-index and are dropped on open. Writes and re-indexing
 are kept apart across processes by the home's locks (locks.py).
+
+Server mode: the home's locks only see the processes of that home, so what other homes are doing
+cannot be told from a leftover. On open only ingests begun over STALE_INGEST_S ago are removed (a
+re-ingest of the same file replaces its own leftover at once), and other collections are dropped
+only by a re-index. Instead of the locks, a document is marked ready only once the server holds
+exactly its chunks, and a re-index is not swapped in if documents changed while it copied.
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from retriever.candidates import Candidate
+from retriever.chroma_client import ChromaServer, embedded_client
+from retriever.chroma_registry import ChromaRegistry
+from retriever.chunks import ChunkRecord, chunk_metadata
 from retriever.embedder import Embedder
 from retriever.locks import HomeLocks
-from retriever.registry import DocumentRecord, Registry
+from retriever.registry import DocumentRecord, DocumentRegistry, SqliteRegistry
 
 COLLECTION = "knowledge"
 """The first collection of every home; the active one while `meta` names none (older homes)."""
 EMBED_BATCH = 256
-
-FAQ, PASSAGE, ROW = "faq", "passage", "row"
+STALE_INGEST_S = 3600.0
+"""Server mode: an ingest begun this long ago and not finished was cut off (its process or the
+server died) and is removed on open; younger ones may belong to another home's running ingest."""
 
 
 class StoreError(Exception):
@@ -52,74 +67,63 @@ class EmbedderId:
         return f"{self.name or 'unknown'} ({self.hash or 'no hash recorded'})"
 
 
-@dataclass(frozen=True)
-class ChunkRecord:
-    """One searchable unit. For passages, `question` holds the passage text that is searched.
-
-    `page` cites PDFs; `section` (the heading path, "Returns › Refund times") cites DOCX, HTML and Markdown.
-    """
-
-    kind: str
-    question: str
-    answer: str
-    page: int | None = None
-    label: str | None = None
-    row_id: str | None = None
-    section: str | None = None
-
-
 ProgressFn = Callable[[int, int], None]
 
-def _chunk_metadata(doc: DocumentRecord, chunk: ChunkRecord) -> dict:
-    # Chroma metadata cannot hold None: absent values are left out.
-    meta = {"doc_id": doc.id, "source": doc.name, "kind": chunk.kind, "question": chunk.question,
-            "answer": chunk.answer}
-    optional = {"page": chunk.page, "label": chunk.label, "row_id": chunk.row_id, "section": chunk.section}
-    meta.update({k: v for k, v in optional.items() if v is not None})
-    return meta
 
+def _talks_to_chroma(method):
+    """A server that is down or restarting makes the method raise one StoreError naming its URL."""
 
-def candidate_from_metadata(chunk_id: str, meta: dict, score: float) -> Candidate:
-    return Candidate(
-        id=meta.get("row_id") or chunk_id,
-        question=meta["question"],
-        answer=meta["answer"],
-        label=meta.get("label"),
-        source=meta["source"],
-        page=meta.get("page"),
-        score=float(score),
-        section=meta.get("section"),
-    )
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self._reachable():
+            return method(self, *args, **kwargs)
+
+    return call
 
 
 class KnowledgeStore:
-    """Chroma collection + registry under one home folder.
+    """Chroma collection + registry under one home folder, or on a Chroma server (`server`).
 
     `check_embedder=False` opens a store built with another embedder anyway, for re-indexing: texts,
     metadata and the registry can be read and documents deleted, but searching and adding (which
     use vectors) raise StoreError until the store is re-indexed with this embedder.
+
+    With a `server`, the home keeps only this process's locks and BM25 index; a server that cannot
+    be reached raises StoreError naming its URL, from here and from every method.
     """
 
-    def __init__(self, home: Path, embedder: Embedder, *, check_embedder: bool = True):
-        import chromadb
-        from chromadb.config import Settings
-
+    def __init__(self, home: Path, embedder: Embedder, *, check_embedder: bool = True,
+                 server: ChromaServer | None = None):
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.embedder = embedder
-        self.registry = Registry(self.home / "registry.sqlite")
+        self.embedder, self.server = embedder, server
         self.locks = HomeLocks(self.home, StoreError)
-        self._client = chromadb.PersistentClient(
-            path=str(self.home / "chroma"), settings=Settings(anonymized_telemetry=False)
-        )
-        self.collection = self._open_collection(self._active_name())
+        self._client, self.registry = self._connect()
+        with self._reachable():
+            self.collection = self._open_collection(self._active_name())
         self._mismatch = self._embedder_mismatch()
         if self._mismatch and check_embedder:
             self.close()
             raise StoreError(self._mismatch)
         with self.locks.exclusive_if_idle() as idle:
             if idle:  # else a write or a re-index is running: what it left is not stale yet
-                self.discard_leftovers()
+                self.discard_leftovers(collections=server is None)
+
+    def _connect(self) -> tuple[object, DocumentRegistry]:
+        if self.server is None:
+            return embedded_client(self.home), SqliteRegistry(self.home / "registry.sqlite")
+        client = self.server.connect(StoreError)
+        with self._reachable():
+            return client, ChromaRegistry(client)
+
+    def _reachable(self):
+        """Server mode: network failures inside become one StoreError naming the server's URL."""
+        return self.server.reachable(StoreError) if self.server is not None else nullcontext()
+
+    @property
+    def where(self) -> str:
+        """Where the knowledge base is, as messages say it: "in HOME" or "on the Chroma server at URL"."""
+        return f"on the Chroma server at {self.server}" if self.server is not None else f"in {self.home}"
 
     # -- collections ------------------------------------------------------------------------
 
@@ -138,9 +142,9 @@ class KnowledgeStore:
         try:
             return self._client.get_collection(name, embedding_function=None)
         except NotFoundError:
+            missing_from = "" if self.server is not None else f" from {self.home / 'chroma'}"
             raise StoreError(
-                f"the knowledge base in {self.home} names collection {name}, which is missing "
-                f"from {self.home / 'chroma'}"
+                f"the knowledge base {self.where} names collection {name}, which is missing{missing_from}"
             ) from None
 
     @staticmethod
@@ -159,7 +163,7 @@ class KnowledgeStore:
         if built.hash in (None, self.embedder.hash):
             return None
         return (
-            f"the knowledge base in {self.home} was built with embedder {built}, not "
+            f"the knowledge base {self.where} was built with embedder {built}, not "
             f"{EmbedderId.of(self.embedder)}; run `agent-helper reindex` to re-embed it with "
             f"{self.embedder.name}, or pass the embedder it was built with (--embedder)"
         )
@@ -183,6 +187,7 @@ class KnowledgeStore:
             raise StoreError(self._mismatch)
         return self.collection
 
+    @_talks_to_chroma
     def new_collection(self):
         """An empty collection for this store's embedder, not active yet (see `activate`)."""
         name = f"{COLLECTION}-{self.embedder.hash}-{secrets.token_hex(3)}"
@@ -190,6 +195,7 @@ class KnowledgeStore:
             name, embedding_function=None, metadata=self._collection_metadata(self.embedder)
         )
 
+    @_talks_to_chroma
     def activate(self, collection) -> None:
         """Make `collection` the active one, atomically, and drop the old one.
 
@@ -203,6 +209,7 @@ class KnowledgeStore:
         self._mismatch = self._embedder_mismatch()
         self.drop_collection(old.name)
 
+    @_talks_to_chroma
     def drop_collection(self, name: str) -> None:
         """Delete a collection that is not active (best effort: the next open retries)."""
         if name == self._active_name():
@@ -214,13 +221,18 @@ class KnowledgeStore:
 
     # -- invariants -------------------------------------------------------------------------
 
-    def discard_leftovers(self) -> None:
-        """Remove what an interrupted ingest or re-index left behind.
+    @_talks_to_chroma
+    def discard_leftovers(self, *, collections: bool = True) -> None:
+        """Remove what an interrupted ingest or re-index left behind: unfinished documents (server
+        mode: begun over STALE_INGEST_S ago) and, with `collections`, collections not active.
 
-        Only call while no write and no re-index runs (holding `write.lock` exclusively).
+        Only call while no write and no re-index of this home runs (holding `write.lock` exclusively).
         """
-        for doc_id in self.registry.unfinished():
+        begun_before = time.time() - STALE_INGEST_S if self.server is not None else None
+        for doc_id in self.registry.unfinished(begun_before):
             self._remove(doc_id)
+        if not collections:
+            return
         active = self._active_name()
         for collection in self._client.list_collections():
             name = collection.name
@@ -236,19 +248,24 @@ class KnowledgeStore:
 
     # -- registry ---------------------------------------------------------------------------
 
+    @_talks_to_chroma
     def documents(self) -> list[DocumentRecord]:
         return self.registry.documents()
 
+    @_talks_to_chroma
     def find(self, *, doc_id: str | None = None, sha256: str | None = None) -> DocumentRecord | None:
         return self.registry.find(doc_id=doc_id, sha256=sha256)
 
     @property
+    @_talks_to_chroma
     def generation(self) -> int:
-        """Grows with every change of content; caches built on the chunks key on it."""
+        """Changes with every change of content (embedded: grows; server mode: a fingerprint of the
+        registry, so other processes' changes count too); caches built on the chunks key on it."""
         return self.registry.generation
 
     # -- writes -----------------------------------------------------------------------------
 
+    @_talks_to_chroma
     def add_document(
         self, doc: DocumentRecord, chunks: Sequence[ChunkRecord], progress: ProgressFn | None = None
     ) -> None:
@@ -264,19 +281,32 @@ class KnowledgeStore:
         try:
             for start in range(0, len(chunks), EMBED_BATCH):
                 batch = chunks[start : start + EMBED_BATCH]
-                collection.add(
+                # upsert: chunk ids derive from the file's bytes, so an ingest of the same file
+                # that the server cut off is overwritten, not kept beside.
+                collection.upsert(
                     ids=[f"{doc.id}:{start + i:06d}" for i in range(len(batch))],
                     embeddings=self.embedder.embed([c.question for c in batch]),
                     documents=[c.question for c in batch],
-                    metadatas=[_chunk_metadata(doc, c) for c in batch],
+                    metadatas=[chunk_metadata(doc, c) for c in batch],
                 )
                 if progress:
                     progress(min(start + EMBED_BATCH, len(chunks)), len(chunks))
+            self._check_stored(doc, len(chunks))
         except BaseException:
-            self._remove(doc.id)
+            with suppress(StoreError), self._reachable():  # unreachable: removed later (module doc)
+                self._remove(doc.id)
             raise
         self.registry.ready(doc.id)
 
+    def _check_stored(self, doc: DocumentRecord, expected: int) -> None:
+        """Mark nothing ready that is not whole: in server mode a process of another home may have
+        swapped collections (re-index) or removed chunks meanwhile, unseen by our locks."""
+        stored = len(self._texts().get(where={"doc_id": doc.id}, include=[])["ids"])
+        if stored != expected:
+            raise StoreError(f"{doc.name}: {stored} of its {expected} chunks are stored after writing "
+                             "them (changed by another process?); nothing was added, ingest it again")
+
+    @_talks_to_chroma
     def delete_document(self, doc_id: str) -> DocumentRecord:
         with self.locks.writing():
             doc = self.find(doc_id=doc_id)
@@ -291,9 +321,11 @@ class KnowledgeStore:
 
     # -- reads ------------------------------------------------------------------------------
 
+    @_talks_to_chroma
     def count(self) -> int:
         return self._texts().count()
 
+    @_talks_to_chroma
     def dense_search(self, query_vector: np.ndarray, n: int) -> list[tuple[str, dict, float]]:
         """(chunk id, metadata, cosine similarity) for the n nearest chunks."""
         collection = self._vectors()
@@ -311,6 +343,7 @@ class KnowledgeStore:
             )
         ]
 
+    @_talks_to_chroma
     def get(self, chunk_ids: list[str]) -> dict[str, tuple[dict, np.ndarray]]:
         """Metadata and stored vector of the given chunks."""
         if not chunk_ids:
@@ -339,9 +372,11 @@ class KnowledgeStore:
                 yield chunk_id, meta, np.asarray(vector, dtype=np.float32)
 
     def _pages(self, page_size: int, include: list[str]) -> Iterator[dict]:
-        collection, offset = self._texts(), 0
+        with self._reachable():
+            collection, offset = self._texts(), 0
         while True:
-            got = collection.get(limit=page_size, offset=offset, include=include)
+            with self._reachable():  # a generator: the methods' wrapping would not cover its pages
+                got = collection.get(limit=page_size, offset=offset, include=include)
             if not got["ids"]:
                 return
             yield got
@@ -349,25 +384,3 @@ class KnowledgeStore:
 
     def close(self) -> None:
         self.registry.close()
-
-
-def new_document(
-    name: str, sha256: str, pages: int, chunks: Sequence[ChunkRecord], ocr_pages: Sequence[int] = ()
-) -> DocumentRecord:
-    kinds = [c.kind for c in chunks]
-    return DocumentRecord(
-        id=sha256[:16], name=name, sha256=sha256, pages=pages, chunks=len(chunks),
-        faq_pairs=kinds.count(FAQ), passages=kinds.count(PASSAGE), rows=kinds.count(ROW),
-        added_at=time.time(), ocr_pages=page_ranges(ocr_pages),
-    )
-
-
-def page_ranges(numbers: Sequence[int]) -> str:
-    """ "2-5, 7" for pages 2, 3, 4, 5 and 7: short enough for a table cell even on a 500-page scan."""
-    spans: list[list[int]] = []
-    for number in sorted(set(numbers)):
-        if spans and number == spans[-1][1] + 1:
-            spans[-1][1] = number
-        else:
-            spans.append([number, number])
-    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)

@@ -17,7 +17,7 @@ from ingest.faq import split_faq
 from ingest.pdf import read_pages, strip_running_lines
 from ingest.pipeline import ADDED, FAILED, ingest_file, ingest_paths
 from retriever.hybrid import HybridRetriever
-from retriever.registry import DocumentRecord, Registry
+from retriever.registry import DocumentRecord, SqliteRegistry
 from retriever.store import KnowledgeStore
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -181,7 +181,7 @@ def test_a_registry_made_before_ocr_pages_opens_and_gains_the_column(tmp_path):
     path = tmp_path / "registry.sqlite"
     with sqlite3.connect(path) as db:
         db.executescript(OLD_SCHEMA)
-    registry = Registry(path)
+    registry = SqliteRegistry(path)
     (old,) = registry.documents()
     assert old.name == "old.pdf" and old.ocr_pages == ""
     new = DocumentRecord("def", "scan.pdf", "def456", 2, 3, 3, 0, 0, 1700000001.0, ocr_pages="1-2")
@@ -189,4 +189,4 @@ def test_a_registry_made_before_ocr_pages_opens_and_gains_the_column(tmp_path):
     registry.ready("def")
     assert registry.find(doc_id="def") == new
     registry.close()
-    assert [d.ocr_pages for d in Registry(path).documents()] == ["", "1-2"]  # reopening adds nothing twice
+    assert [d.ocr_pages for d in SqliteRegistry(path).documents()] == ["", "1-2"]  # reopening adds nothing twice

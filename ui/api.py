@@ -15,6 +15,9 @@ the page's username and password. Without a login the server only listens on loc
 
 Upload status codes: 200 every file added or already present; 207 some failed; 400 all failed
 (each result says why); 413 the request is larger than max_files × the per-file limit.
+
+Any endpoint answers 503 {"detail": why} when the knowledge store cannot serve: its Chroma server is
+not reachable (the message names its URL), a re-index is running, or it was built with another embedder.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from app.feedback import FeedbackError, FeedbackRecord, UnknownAnswer
 from app.service import MAX_TICKET_CHARS, AgentHelper, AnswerJSON
 from ingest.formats import expected_types
 from retriever.registry import DocumentRecord
+from retriever.store import StoreError
 
 if TYPE_CHECKING:
     from ui.settings import ServerSettings
@@ -170,6 +174,15 @@ def build_router(service: AgentHelper, settings: "ServerSettings") -> APIRouter:
                           tags=["documents"])
     router.include_router(guarded)
     return router
+
+
+def add_error_handlers(app) -> None:
+    """StoreError → 503 with its one-line message, not a bare 500 (see the module docstring)."""
+
+    async def store_unavailable(request, error: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    app.add_exception_handler(StoreError, store_unavailable)
 
 
 class UploadLimit:

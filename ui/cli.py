@@ -11,32 +11,29 @@ import os
 import sys
 from pathlib import Path
 
-from app.home import Home, load_embedder
+from app.home import Home, open_store
 from ingest.formats import expected_types
 from ui import train_command
 from ui.settings import (
-    BASE_EMBEDDER, DTYPES, EMBEDDER_ENV, JUDGE_DTYPE_ENV, MALLOC_ENV, ServerSettings, SettingsError, apply_offline_env,
+    BASE_EMBEDDER, CHROMA_URL_ENV, DTYPES, EMBEDDER_ENV, JUDGE_DTYPE_ENV, MALLOC_ENV, ServerSettings, SettingsError, apply_offline_env,
     missing_malloc_env, resolve_home, resolve_judge_dtype,
 )
-
-
-def _store(home: Home, check_embedder: bool = True):
-    from retriever.store import KnowledgeStore
-
-    return KnowledgeStore(home.root, load_embedder(home), check_embedder=check_embedder)
 
 
 def _retriever(home: Home):
     from retriever.hybrid import HybridRetriever
 
-    return HybridRetriever(_store(home))
+    return HybridRetriever(open_store(home))
 
 
 def _progress_bars():
-    """A tqdm bar per file and stage; returns the `progress_for(path)` the pipeline wants."""
+    """A tqdm bar per file and stage; returns the `progress_for(path)` the pipeline wants, and
+    `close()` for the bars a failure left open (else the error is printed on a bar's line)."""
     from tqdm import tqdm
 
     from ingest.progress import EMBEDDING, OCR, READING
+
+    every: list[tqdm] = []
 
     def progress_for(path: Path):
         bars: dict[str, tqdm] = {}
@@ -47,6 +44,7 @@ def _progress_bars():
             if bar is None:
                 bar = bars[key] = tqdm(total=total, desc=f"{stage} {path.name}", unit="chunk"
                                        if stage == EMBEDDING else "page", leave=False)
+                every.append(bar)
             bar.set_description(f"{stage} {path.name}", refresh=False)
             bar.update(done - bar.n)
             if done >= total:
@@ -54,14 +52,22 @@ def _progress_bars():
 
         return update
 
-    return progress_for
+    def close() -> None:
+        for bar in every:
+            bar.close()
+
+    return progress_for, close
 
 
 def cmd_ingest(args) -> int:
     from ingest.pipeline import IngestOptions, ingest_paths
 
     options = IngestOptions(max_bytes=int(args.max_mb * 2**20))
-    results = ingest_paths(_store(args.home), args.paths, options, _progress_bars())
+    progress_for, close_bars = _progress_bars()
+    try:
+        results = ingest_paths(open_store(args.home), args.paths, options, progress_for)
+    finally:
+        close_bars()
     for result in results:
         print(result.message(), file=sys.stdout if result.ok else sys.stderr)
     if not results:
@@ -72,7 +78,7 @@ def cmd_ingest(args) -> int:
 def cmd_docs(args) -> int:
     from dataclasses import asdict
 
-    store = _store(args.home)
+    store = open_store(args.home)
     documents = store.documents()
     if args.json:
         print(json.dumps([asdict(d) for d in documents], indent=2))
@@ -93,7 +99,7 @@ def cmd_reindex(args) -> int:
     from retriever.reindex import reindex
 
     # The old vectors are never read, so a store built with another embedder opens for this.
-    store = _store(args.home, check_embedder=False)
+    store = open_store(args.home, check_embedder=False)
     bars: list[tqdm] = []  # made on the first batch: nothing to show when there is nothing to do
 
     def progress(done: int, total: int) -> None:
@@ -111,7 +117,7 @@ def cmd_reindex(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    store = _store(args.home)
+    store = open_store(args.home)
     try:
         doc = store.delete_document(args.doc_id)
     except KeyError:
@@ -255,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
              f"all-MiniLM-L6-v2 (default: ${EMBEDDER_ENV}, else the shipped adapter when present, "
              "else base); the knowledge base must be built with it (see `reindex`)",
     )
+    parser.add_argument(
+        "--chroma-url", metavar="URL",
+        help=f"keep the knowledge base on a running Chroma server (`chroma run`), e.g. "
+             f"http://127.0.0.1:8000, shared by every agent-helper pointed at it (default: "
+             f"${CHROMA_URL_ENV}, else embedded under --home)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _knowledge_commands(sub)
     _answer_commands(sub)
@@ -335,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().parse_args(argv)
     args.rest = unknown
     try:
-        args.home = resolve_home(args.home, args.embedder)
+        args.home = resolve_home(args.home, args.embedder, args.chroma_url)
         resolve_judge_dtype(getattr(args, "dtype", None))
     except SettingsError as error:
         print(f"agent-helper: {error}", file=sys.stderr)
@@ -344,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except StoreError as error:  # wrong embedder, a re-index running: one line, no traceback
+    except StoreError as error:  # wrong embedder, a re-index running, server down: one line, no traceback
         print(f"agent-helper {args.command}: {error}", file=sys.stderr)
         return 1
 

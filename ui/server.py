@@ -59,6 +59,7 @@ def create_app(service, settings: ServerSettings | None = None):
         openapi_url="/openapi.json",
     )
     app.include_router(api.build_router(service, settings))
+    api.add_error_handlers(app)
     app.add_middleware(api.UploadLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(api.SameOriginGuard)
     page = web.build_page(service, settings)

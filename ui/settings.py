@@ -1,7 +1,8 @@
 """Everything the interfaces read from the environment, in one place: no other module reads it.
 
-- where the app's state lives (`--home` / $AGENT_HELPER_HOME), the search embedder
-  (`--embedder` / $AGENT_HELPER_EMBEDDER) and the judge's dtype (`--dtype` / $AGENT_HELPER_JUDGE_DTYPE);
+- where the app's state lives (`--home` / $AGENT_HELPER_HOME), the Chroma server holding the knowledge
+  base (`--chroma-url` / $AGENT_HELPER_CHROMA_URL), the search embedder (`--embedder` /
+  $AGENT_HELPER_EMBEDDER) and the judge's dtype (`--dtype` / $AGENT_HELPER_JUDGE_DTYPE);
 - the server's settings (`ServerSettings.from_env`): login, API token, upload limit, threads;
 - the process environment the app sets for itself (offline switches, malloc tuning).
 """
@@ -16,8 +17,10 @@ from typing import Mapping
 
 from app.home import DEFAULT_HOME, Home, shipped_embedder_adapter
 from ingest.formats import SUPPORTED_SUFFIXES
+from retriever.chroma_client import ChromaServer
 
 HOME_ENV = "AGENT_HELPER_HOME"
+CHROMA_URL_ENV = "AGENT_HELPER_CHROMA_URL"
 EMBEDDER_ENV = "AGENT_HELPER_EMBEDDER"
 JUDGE_DTYPE_ENV = "AGENT_HELPER_JUDGE_DTYPE"
 ENV_USERNAME = "AGENT_HELPER_USERNAME"
@@ -57,10 +60,23 @@ class SettingsError(ValueError):
     """Settings that cannot work (a flag, an environment variable); the message says what to change."""
 
 
-def resolve_home(arg: str | None, embedder: str | None = None) -> Home:
-    """--home / $AGENT_HELPER_HOME / ./.agent-helper, with the embedder from `resolve_embedder`."""
+def resolve_home(arg: str | None, embedder: str | None = None, chroma_url: str | None = None) -> Home:
+    """--home / $AGENT_HELPER_HOME / ./.agent-helper, with the embedder from `resolve_embedder` and
+    the Chroma server from `resolve_chroma_server`."""
     root = Path(arg or os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser().resolve()
-    return Home(root, resolve_embedder(embedder))
+    return Home(root, resolve_embedder(embedder), resolve_chroma_server(chroma_url))
+
+
+def resolve_chroma_server(arg: str | None) -> ChromaServer | None:
+    """--chroma-url / $AGENT_HELPER_CHROMA_URL (http://HOST:PORT of a `chroma run` server); unset =
+    embedded Chroma under the home. SettingsError for a URL that is not one."""
+    value = arg or os.environ.get(CHROMA_URL_ENV)
+    if not value:
+        return None
+    try:
+        return ChromaServer.from_url(value)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
 
 
 def resolve_embedder(arg: str | None) -> Path | None:
@@ -202,7 +218,7 @@ class ServerSettings:
 
 
 __all__ = [
-    "BASE_EMBEDDER", "DTYPES", "EMBEDDER_ENV", "HOME_ENV", "JUDGE_DTYPE_ENV", "MALLOC_ENV", "ServerSettings",
-    "SettingsError", "apply_offline_env", "missing_malloc_env", "resolve_embedder", "resolve_home",
+    "BASE_EMBEDDER", "CHROMA_URL_ENV", "DTYPES", "EMBEDDER_ENV", "HOME_ENV", "JUDGE_DTYPE_ENV", "MALLOC_ENV", "ServerSettings",
+    "SettingsError", "apply_offline_env", "missing_malloc_env", "resolve_chroma_server", "resolve_embedder", "resolve_home",
     "resolve_judge_dtype",
 ]
