@@ -10,8 +10,9 @@
    routing off so the model decides every one, at concurrency 1 (one after another) and 8
    (`decide_many` in batches of 8: eight concurrent requests to the server; one left-padded batch of
    eight in process).
-3. Print one JSON object: tickets/s per backend and concurrency, the decisions that agree with the
-   in-process judge, the machine (CPU, cores, threads) and its load average before and after.
+3. Print one JSON object: tickets/s per backend and concurrency, agreement with the in-process judge
+   at concurrency 1 (decisions, reasoning text, largest judge-probability difference), the machine
+   (CPU, cores, threads) and its load average before and after.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def decisions(verdicts) -> list:
     return [(v.match.id if v.match else None, v.escalate) for v in verdicts]
 
 
+def agreement(verdicts, reference) -> dict:
+    """How `verdicts` compare with the in-process judge's at concurrency 1."""
+    return {"same_decisions": sum(a == b for a, b in zip(decisions(verdicts), decisions(reference))),
+            "same_reasoning_text": sum(a.raw_output == b.raw_output for a, b in zip(verdicts, reference)),
+            "max_abs_dp_judge": max(abs(c.judge_probability - d.judge_probability)
+                                    for a, b in zip(verdicts, reference) for c, d in zip(a.candidates, b.candidates))}
+
+
 def run(args, server_url: str, model_name: str) -> dict:
     from reasoner.backends import ModelConfig, default_adapter_path, load_model
     from reasoner.judge import Judge, JudgeConfig
@@ -68,8 +77,8 @@ def run(args, server_url: str, model_name: str) -> dict:
         judge.decide(*items[0])  # warm-up: first-call costs are not throughput
         for concurrency in CONCURRENCY:
             figures, verdicts = measure(judge, items, concurrency)
-            reference = reference or decisions(verdicts)
-            figures["same_decisions_as_in_process"] = sum(a == b for a, b in zip(decisions(verdicts), reference))
+            reference = reference or verdicts
+            figures["vs_in_process"] = agreement(verdicts, reference)
             report[f"{name}_c{concurrency}"] = figures
             print(json.dumps({name: concurrency, **figures}), file=sys.stderr)
     return report

@@ -74,7 +74,9 @@ def test_the_served_judge_gives_the_in_process_verdicts(in_process, llama_server
             [c.judge_probability for c in one.candidates], abs=PROBABILITY_TOLERANCE)
         assert other.confidence == pytest.approx(one.confidence, abs=PROBABILITY_TOLERANCE)
     same_text = sum(one.raw_output == other.raw_output for one, other in zip(local, remote))
-    print(f"reasoning written identically on {same_text}/{len(items)} tickets")
+    largest = max(abs(c.judge_probability - d.judge_probability)
+                  for one, other in zip(local, remote) for c, d in zip(one.candidates, other.candidates))
+    print(f"reasoning written identically on {same_text}/{len(items)} tickets; judge probabilities within {largest:.1e}")
 
 
 def test_the_served_judge_streams_its_reasoning(llama_server, items):
