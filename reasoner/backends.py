@@ -11,6 +11,10 @@ Two kinds of base:
 A LoRA adapter folder (written by training/) carries `agent_helper.json`: the prompt version it
 was trained on (a mismatch is refused), the prompt format and the calibrated threshold/weights
 that the judge reads. Without 4-bit, the adapter is merged into the weights for CPU speed.
+
+With `ModelConfig.server` set, the model runs on an OpenAI-compatible inference server instead
+(reasoner/served.py): only the tokenizer is loaded here, to render the prompts, and the adapter's
+metadata still guards the prompt version and supplies the calibration.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 from reasoner.metadata import ADAPTER_METADATA, AdapterMetadata, MetadataError
 from reasoner.prompt import PROMPT_VERSION, ensure_chat_template
+from reasoner.server_config import JudgeServer
 
 EMBEDDED = "embedded"
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -62,6 +67,8 @@ class ModelConfig:
     8B model in float32 needs 32 GB). bfloat16 on a CPU with native bf16 (AVX512-BF16/AMX) is ~1.7x
     faster, but its 8-bit mantissa makes results depend on the kernels: measured on 24 tickets, 3
     verdicts changed between judging alone and in a batch of 8 (float32: none, |dp| < 1e-4)."""
+    server: JudgeServer | None = None
+    """Run the judge on this inference server (base + adapter served there); None = in this process."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,12 @@ class LoadedModel:
     tokenizer: Any
     info: ModelInfo
     adapter_metadata: AdapterMetadata = field(default_factory=AdapterMetadata)
+
+    def decoder(self, max_new_tokens: int):
+        """What decodes the judge's prompts with this model (reasoner/decoding.py)."""
+        from reasoner.decoding import Decoder
+
+        return Decoder(self.model, self.tokenizer, max_new_tokens)
 
 
 def default_adapter_path() -> Path | None:
@@ -163,10 +176,14 @@ def _torch_dtype(config: ModelConfig, device: str):
     return getattr(torch, resolve_dtype(config, device))
 
 
-def _fix_embedded_tokenizer(model, tokenizer) -> None:
+def _fix_embedded_tokens(tokenizer) -> None:
     """The GGUF names <|im_start|> as eos; SmolLM2's turn ends with <|im_end|>."""
     tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|endoftext|>"
+
+
+def _fix_embedded_tokenizer(model, tokenizer) -> None:
+    _fix_embedded_tokens(tokenizer)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     model.config.eos_token_id = eos
     model.config.pad_token_id = pad
@@ -337,8 +354,34 @@ def _attach_adapter(model, adapter_dir: Path, metadata: AdapterMetadata, merge: 
     return model.merge_and_unload() if merge else model
 
 
+def _ready_tokenizer(tokenizer):
+    ensure_chat_template(tokenizer)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(config: ModelConfig):
+    """The base's tokenizer alone, as `load_model` gives it (with a chat template)."""
+    from transformers import AutoTokenizer
+
+    if config.base != EMBEDDED:
+        try:
+            return _ready_tokenizer(AutoTokenizer.from_pretrained(config.base, local_files_only=True))
+        except OSError as error:
+            raise ModelLoadError(_not_found_message(config.base, error)) from error
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_folder(), gguf_file=EMBEDDED_GGUF)
+    _fix_embedded_tokens(tokenizer)
+    return _ready_tokenizer(tokenizer)
+
+
 def load_model(config: ModelConfig = ModelConfig()) -> LoadedModel:
-    """Load base (+ adapter) ready for inference: eval mode, tokenizer with a chat template."""
+    """Load base (+ adapter) ready for inference: eval mode, tokenizer with a chat template. With
+    `config.server`, a judge on that inference server (reasoner/served.py)."""
+    if config.server is not None:
+        from reasoner.served import load_served
+
+        return load_served(config)
     device, load_in_4bit, use_unsloth = _resolve(config)
     metadata = read_adapter_metadata(Path(config.adapter)) if config.adapter is not None else AdapterMetadata()
     if config.base == EMBEDDED:
@@ -358,9 +401,7 @@ def load_model(config: ModelConfig = ModelConfig()) -> LoadedModel:
 
         FastLanguageModel.for_inference(model)
     model.eval()
-    ensure_chat_template(tokenizer)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    _ready_tokenizer(tokenizer)
     info = ModelInfo(
         base=config.base,
         adapter=str(config.adapter) if config.adapter is not None else None,

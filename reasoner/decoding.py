@@ -1,13 +1,17 @@
-"""Greedy decoding for the judge on a transformers model: batched, KV-cached, streamed.
+"""Greedy decoding for the judge: batched, KV-cached, streamed.
 
 Each prompt is decoded token by token until the model has written its answer lead ("Answer: ";
 when it has not within `max_new_tokens`, or ends its turn first, the lead is fed to it), then the
-next-token distribution restricted to the option tokens is read. Prompts of a batch are
-left-padded and decoded together; a finished row keeps feeding padding (masked out) until the
-slowest row is done. Listwise decoding also records where the reasoning commits (`commit_reading`).
+next-token distribution restricted to the option tokens is read. Listwise decoding also records
+where the reasoning commits (`commit_reading`).
 
-The model is any transformers causal LM called with input_ids, attention_mask, position_ids and
-past_key_values (tests drive it with a scripted stand-in).
+`RowStepper` holds these rules, once, for any way of running the model: it moves one prompt's
+`DecodedRow` on by one position, given what the model predicts there. `Decoder` runs a
+transformers model in this process: prompts of a batch are left-padded and decoded together; a
+finished row keeps feeding padding (masked out) until the slowest row is done. It is any
+transformers causal LM called with input_ids, attention_mask, position_ids and past_key_values
+(tests drive it with a scripted stand-in). reasoner/served.py steps the same rules through the
+tokens an inference server returns.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from reasoner.prompt import (
     end_of_turn_token_ids, reasoning_display,
 )
 
-_GEN, _FORCE, _READ, _DONE = range(4)
+GENERATE, FEED, READ, DONE = range(4)
+"""DecodedRow.state: writing its reasoning; being fed the answer lead; its options to be read; finished."""
 
 
 @dataclass
@@ -30,7 +35,7 @@ class DecodedRow:
     prompt_ids: list[int]
     generated: list[int] = field(default_factory=list)
     text: str = ""
-    state: int = _GEN
+    state: int = GENERATE
     queue: list[int] = field(default_factory=list)
     """Tokens of the lead still to be fed (forced)."""
     forced: bool = False
@@ -46,27 +51,119 @@ class DecodedRow:
     awaiting_digit: bool = False
 
 
-class Decoder:
-    """Token ids that decoding needs, read once from the tokenizer, and the decoding loop."""
+@dataclass(frozen=True)
+class DecodingTokens:
+    """The tokens decoding compares with, read once from the tokenizer (token ids)."""
 
-    def __init__(self, model, tokenizer, max_new_tokens: int):
-        self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
+    stop: frozenset
+    """Tokens that end the assistant's turn."""
+    choices: list
+    """The choice tokens "0".."9" after "Answer: " (index = choice number)."""
+    commit: tuple
+    """(first token of " Closest", first token of " [") : where listwise reasoning commits."""
+    forced_tail: dict
+    """Per lead: (tokens fed at a line start, tokens fed mid-line, the gap fed after a bare marker)."""
+
+    @classmethod
+    def of(cls, tokenizer) -> "DecodingTokens":
         tok = tokenizer
-        self.stop_ids = set(end_of_turn_token_ids(tok))
-        self.choice_ids = choice_token_ids(tok, MAX_CHOICES)
-        none_lead, cite = (tok.encode(" " + text, add_special_tokens=False)[0] for text in (NONE_LEAD, CANDIDATE_REF))
-        self.commit_ids = (none_lead, cite)
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else min(self.stop_ids)
-        self.forced_tail = {
+        commit = tuple(tok.encode(" " + text, add_special_tokens=False)[0] for text in (NONE_LEAD, CANDIDATE_REF))
+        forced_tail = {
             lead: (tok.encode(lead.marker + lead.gap, add_special_tokens=False),
                    tok.encode("\n" + lead.marker + lead.gap, add_special_tokens=False),
                    tok.encode(lead.gap, add_special_tokens=False) if lead.gap else [])
             for lead in (LISTWISE_LEAD, PAIRWISE_LEAD)
         }
+        return cls(frozenset(end_of_turn_token_ids(tok)), choice_token_ids(tok, MAX_CHOICES), commit, forced_tail)
+
+
+class RowStepper:
+    """The decoding rules: how a row moves on by one position, given what the model predicts there.
+
+    A subclass says what a position is (`greedy`, `probabilities`, `read_options`) and how the
+    generated tokens read as text (`text_of`); these rules are the same for all of them."""
+
+    tokens: DecodingTokens
+    max_new_tokens: int
+
+    def greedy(self, position):
+        """The most likely token at `position`."""
+        raise NotImplementedError
+
+    def probabilities(self, position, tokens: Sequence) -> list[float]:
+        """P(token) at `position`, under the model's full next-token distribution, for each of `tokens`."""
+        raise NotImplementedError
+
+    def read_options(self, position, options) -> tuple[list[float], float]:
+        """(the options' probabilities at `position`, renormalised to sum to 1; the mass they held)."""
+        raise NotImplementedError
+
+    def text_of(self, generated: list) -> str:
+        raise NotImplementedError
+
+    def advance(self, row: DecodedRow, position, lead: AnswerLead, options, read_commit: bool):
+        """Move one row on by one position; returns the token to feed it next, None when it is done."""
+        if row.state == READ:
+            row.probabilities, row.option_mass = self.read_options(position, options)
+            row.state = DONE
+        if row.state == GENERATE:
+            if read_commit:
+                self._read_commit(row, position)
+            token = self.greedy(position)
+            if token in self.tokens.stop or len(row.generated) >= self.max_new_tokens:
+                start_tail, newline_tail, _ = self.tokens.forced_tail[lead]
+                at_line_start = not row.text or row.text.endswith("\n")
+                row.forced, row.state = True, FEED
+                row.queue = list(start_tail if at_line_start else newline_tail)
+            else:
+                self._append(row, token)
+                if lead.complete(row.text):
+                    row.state = READ
+                elif lead.needs_gap(row.text):
+                    row.queue, row.state = list(self.tokens.forced_tail[lead][2]), FEED
+                return token
+        if row.state == FEED:
+            token = row.queue.pop(0)
+            self._append(row, token)
+            if not row.queue:
+                row.state = READ
+            return token
+        return None
+
+    def _append(self, row: DecodedRow, token) -> None:
+        row.generated.append(token)
+        row.text = self.text_of(row.generated)
+
+    def _read_commit(self, row: DecodedRow, position) -> None:
+        """Before a row's next token: the digit distribution after its first cited "[", and the odds
+        of "Closest" against "[" at the first of them it writes."""
+        if row.awaiting_digit:
+            row.cited = self.probabilities(position, self.tokens.choices[1:])
+            row.awaiting_digit = False
+        if row.commit is None:
+            token = self.greedy(position)
+            if token in self.tokens.commit:
+                none_lead, cite = self.probabilities(position, self.tokens.commit)
+                row.commit = (none_lead, cite)
+                row.awaiting_digit = token == self.tokens.commit[1]
+
+
+class Decoder(RowStepper):
+    """Decodes with a transformers model in this process; a position is a row's next-token logits."""
+
+    def __init__(self, model, tokenizer, max_new_tokens: int):
+        self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
+        self.tokens = DecodingTokens.of(tokenizer)
+        self.stop_ids, self.choice_ids, self.commit_ids = self.tokens.stop, self.tokens.choices, self.tokens.commit
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
 
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """What `decode` takes for a rendered prompt: its token ids (the text holds its special markers)."""
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def decode(self, prompts: list[list[int]], lead: AnswerLead, option_ids: list[int],
                read_commit: bool = False) -> Generator[tuple[int, str], None, list[DecodedRow]]:
@@ -79,7 +176,7 @@ class Decoder:
         option_index = torch.tensor(option_ids, device=logits.device)
         emitted = [""] * len(rows)
         while True:
-            feed = [self._advance(row, logits[r], lead, option_index, read_commit) for r, row in enumerate(rows)]
+            feed = [self.advance(row, logits[r], lead, option_index, read_commit) for r, row in enumerate(rows)]
             yield from _new_text(rows, emitted)
             if all(token is None for token in feed):
                 return rows
@@ -106,63 +203,24 @@ class Decoder:
         logits, cache = self._forward(ids.to(self.device), mask, positions.to(self.device), None)
         return mask, next_position, logits, cache
 
-    def _advance(self, row: DecodedRow, logits, lead: AnswerLead, option_index, read_commit: bool) -> int | None:
-        """Move one row on by one token; returns the token to feed it next, None when it is done."""
-        if row.state == _READ:
-            self._read_options(row, logits, option_index)
-        if row.state == _GEN:
-            if read_commit:
-                self._read_commit(row, logits)
-            token = int(logits.argmax())
-            if token in self.stop_ids or len(row.generated) >= self.max_new_tokens:
-                start_tail, newline_tail, _ = self.forced_tail[lead]
-                at_line_start = not row.text or row.text.endswith("\n")
-                row.forced, row.state = True, _FORCE
-                row.queue = list(start_tail if at_line_start else newline_tail)
-            else:
-                self._append(row, token)
-                if lead.complete(row.text):
-                    row.state = _READ
-                elif lead.needs_gap(row.text):
-                    row.queue, row.state = list(self.forced_tail[lead][2]), _FORCE
-                return token
-        if row.state == _FORCE:
-            token = row.queue.pop(0)
-            self._append(row, token)
-            if not row.queue:
-                row.state = _READ
-            return token
-        return None
+    def greedy(self, logits) -> int:
+        return int(logits.argmax())
 
-    def _append(self, row: DecodedRow, token: int) -> None:
-        row.generated.append(token)
-        row.text = self.tokenizer.decode(row.generated, skip_special_tokens=False)
+    def probabilities(self, logits, tokens: Sequence[int]) -> list[float]:
+        import torch
 
-    @staticmethod
-    def _read_options(row: DecodedRow, logits, option_index) -> None:
+        return torch.softmax(logits, dim=-1)[list(tokens)].tolist()
+
+    def read_options(self, logits, option_index) -> tuple[list[float], float]:
         import torch
 
         chosen = torch.softmax(logits, dim=-1).index_select(0, option_index)
-        row.option_mass = float(chosen.sum())
+        mass = float(chosen.sum())
         n = len(option_index)
-        row.probabilities = (chosen / chosen.sum()).tolist() if row.option_mass > 0 else [1.0 / n] * n
-        row.state = _DONE
+        return ((chosen / chosen.sum()).tolist() if mass > 0 else [1.0 / n] * n), mass
 
-    def _read_commit(self, row: DecodedRow, logits) -> None:
-        """Before a row's next token: the digit distribution after its first cited "[", and the odds
-        of "Closest" against "[" at the first of them it writes."""
-        import torch
-
-        if row.awaiting_digit:
-            row.cited = torch.softmax(logits, dim=-1)[self.choice_ids[1:]].tolist()
-            row.awaiting_digit = False
-        if row.commit is None:
-            token = int(logits.argmax())
-            if token in self.commit_ids:
-                probs = torch.softmax(logits, dim=-1)
-                none_lead, cite = self.commit_ids
-                row.commit = (float(probs[none_lead]), float(probs[cite]))
-                row.awaiting_digit = token == cite
+    def text_of(self, generated: list[int]) -> str:
+        return self.tokenizer.decode(generated, skip_special_tokens=False)
 
     def _forward(self, input_ids, attention_mask, position_ids, cache):
         import torch
@@ -174,13 +232,21 @@ class Decoder:
 
 
 def _new_text(rows: list[DecodedRow], emitted: list[str]) -> Iterator[tuple[int, str]]:
-    """(row, delta) for each row whose shown reasoning grew since `emitted` (updated in place); a
-    half-decoded character (U+FFFD) is held back until it is whole."""
+    """(row, delta) for each row whose shown reasoning grew since `emitted` (updated in place)."""
     for r, row in enumerate(rows):
-        shown = reasoning_display(row.text)
-        if shown.startswith(emitted[r]) and len(shown) > len(emitted[r]) and not shown.endswith("\ufffd"):
-            yield r, shown[len(emitted[r]) :]
-            emitted[r] = shown
+        delta = display_delta(row.text, emitted[r])
+        if delta:
+            yield r, delta
+            emitted[r] += delta
+
+
+def display_delta(text: str, emitted: str) -> str:
+    """What the shown reasoning of `text` adds to `emitted` (what was shown of it so far); "" while
+    nothing new can be shown: a half-decoded character (U+FFFD) is held back until it is whole."""
+    shown = reasoning_display(text)
+    if shown.startswith(emitted) and len(shown) > len(emitted) and not shown.endswith("\ufffd"):
+        return shown[len(emitted) :]
+    return ""
 
 
 def commit_reading(row: DecodedRow, answer: Sequence[float]) -> list[float]:
@@ -209,4 +275,5 @@ def renormalised(probabilities: Sequence[float]) -> list[float]:
     return [p / total for p in probabilities] if total > 0 else [1.0 / len(probabilities)] * len(probabilities)
 
 
-__all__ = ["DecodedRow", "Decoder", "commit_reading", "drain", "renormalised"]
+__all__ = ["DONE", "FEED", "GENERATE", "READ", "DecodedRow", "Decoder", "DecodingTokens", "RowStepper",
+           "commit_reading", "display_delta", "drain", "renormalised"]

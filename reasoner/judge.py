@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Generator, Iterator, Mapping, Sequence
 
 from reasoner.backends import EMBEDDED, LoadedModel
-from reasoner.decoding import Decoder, DecodedRow, commit_reading, drain, renormalised
+from reasoner.decoding import DecodedRow, commit_reading, drain, renormalised
 from reasoner.metadata import AdapterMetadata
 from reasoner.prompt import (
     ANSWER_PREFIX, FORMATS, LISTWISE, LISTWISE_LEAD, MAX_CHOICES, MAX_PROMPT_TICKET_CHARS, PAIRWISE_LEAD,
@@ -126,7 +126,7 @@ class Judge:
         self.loaded = loaded
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.config = config if config is not None else JudgeConfig.from_metadata(loaded.adapter_metadata)
-        self.decoder = Decoder(self.model, self.tokenizer, self.config.max_new_tokens)
+        self.decoder = loaded.decoder(self.config.max_new_tokens)
         self._verdict_ids = verdict_token_ids(self.tokenizer)
         self.model_name = loaded.info.describe()
         self._base_notes = self._notes_on_the_model()
@@ -297,8 +297,8 @@ class Judge:
 
     # -- formats ---------------------------------------------------------------------------------------
 
-    def _encode_prompt(self, user_message: str) -> list[int]:
-        return self.tokenizer.encode(render_prompt(self.tokenizer, user_message), add_special_tokens=False)
+    def _encode_prompt(self, user_message: str) -> list[int] | str:
+        return self.decoder.encode_prompt(render_prompt(self.tokenizer, user_message))
 
     def _readings(self, row: DecodedRow, n_shown: int) -> dict[str, list[float]]:
         answer = renormalised(row.probabilities[: n_shown + 1])

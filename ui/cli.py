@@ -15,8 +15,9 @@ from app.home import Home, open_store
 from ingest.formats import expected_types
 from ui import train_command
 from ui.settings import (
-    BASE_EMBEDDER, CHROMA_URL_ENV, DTYPES, EMBEDDER_ENV, JUDGE_DTYPE_ENV, MALLOC_ENV, ServerSettings, SettingsError, apply_offline_env,
-    missing_malloc_env, resolve_home, resolve_judge_dtype,
+    BASE_EMBEDDER, CHROMA_URL_ENV, DTYPES, EMBEDDER_ENV, JUDGE_DTYPE_ENV, JUDGE_MODEL_ENV, JUDGE_URL_ENV, MALLOC_ENV,
+    ServerSettings, SettingsError, apply_offline_env, missing_malloc_env, resolve_home, resolve_judge_dtype,
+    resolve_judge_server,
 )
 
 
@@ -152,7 +153,12 @@ def _model_config(args):
     from app.judges import default_model_config
 
     return default_model_config(args.home.models, base=args.model, adapter=args.adapter,
-                                dtype=resolve_judge_dtype(args.dtype))
+                                dtype=resolve_judge_dtype(args.dtype), server=_judge_server(args))
+
+
+def _judge_server(args):
+    return resolve_judge_server(getattr(args, "judge_url", None), getattr(args, "judge_model", None),
+                                getattr(args, "judge_timeout", None))
 
 
 def _print_answer(answer) -> None:
@@ -172,6 +178,8 @@ def _print_answer(answer) -> None:
 
 
 def cmd_ask(args) -> int:
+    from reasoner.backends import ModelLoadError
+
     try:
         service = _service(args)
         if args.json:
@@ -188,6 +196,9 @@ def cmd_ask(args) -> int:
     except ValueError as error:
         print(f"agent-helper ask: {error}", file=sys.stderr)
         return 2
+    except ModelLoadError as error:  # no model, or its inference server down: one line, no traceback
+        print(f"agent-helper ask: {error}", file=sys.stderr)
+        return 1
 
 
 def _read_tickets(path: Path, limit: int | None) -> list[dict]:
@@ -238,6 +249,22 @@ def cmd_serve(args) -> int:
     except SettingsError as error:
         print(f"agent-helper serve: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_export_gguf(args) -> int:
+    from app.judges import default_model_config
+    from reasoner.backends import ModelLoadError, load_model
+    from reasoner.gguf_export import export_gguf
+
+    try:  # float32: the weights the in-process judge computes with on a CPU
+        loaded = load_model(default_model_config(args.home.models, adapter=args.adapter, dtype="float32"))
+        path = export_gguf(loaded, Path(args.out))
+    except ModelLoadError as error:
+        print(f"agent-helper export-gguf: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.0f} MiB): {loaded.info.describe()}, merged; serve it with "
+          "llama.cpp's server (README: The judge on an inference server)")
     return 0
 
 
@@ -310,6 +337,13 @@ def _model_options(p) -> None:
     p.add_argument("--dtype", choices=DTYPES, default=None,
                    help=f"judge weights' dtype (default: ${JUDGE_DTYPE_ENV}, else auto: float32 on a "
                         "CPU for the embedded model, bfloat16 on CUDA)")
+    p.add_argument("--judge-url", metavar="URL",
+                   help=f"run the judge on this OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
+                        f"(default: ${JUDGE_URL_ENV}; unset = in this process); --model and --adapter still "
+                        "name its tokenizer and calibration")
+    p.add_argument("--judge-model", metavar="NAME",
+                   help=f"the name the server serves the judge under (default: ${JUDGE_MODEL_ENV}, else 'judge')")
+    p.add_argument("--judge-timeout", type=float, metavar="SECONDS", help="longest wait for the server (default 120)")
 
 
 def _answer_commands(sub) -> None:
@@ -326,6 +360,11 @@ def _answer_commands(sub) -> None:
     p.add_argument("--out", metavar="FILE", help="also write one JSON line per ticket")
     _model_options(p)
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("export-gguf", help="write the judge (embedded model + adapter, merged, float32) as a GGUF "
+                       "file for llama.cpp's server")
+    p.add_argument("out", metavar="FILE.gguf")
+    p.add_argument("--adapter", type=Path, default=None, help="LoRA adapter folder (default: the shipped one)")
+    p.set_defaults(func=cmd_export_gguf)
     p = sub.add_parser("serve", help="start the web page and the REST API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
@@ -349,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.home = resolve_home(args.home, args.embedder, args.chroma_url)
         resolve_judge_dtype(getattr(args, "dtype", None))
+        _judge_server(args)
     except SettingsError as error:
         print(f"agent-helper: {error}", file=sys.stderr)
         return 2

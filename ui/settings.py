@@ -3,6 +3,8 @@
 - where the app's state lives (`--home` / $AGENT_HELPER_HOME), the Chroma server holding the knowledge
   base (`--chroma-url` / $AGENT_HELPER_CHROMA_URL), the search embedder (`--embedder` /
   $AGENT_HELPER_EMBEDDER) and the judge's dtype (`--dtype` / $AGENT_HELPER_JUDGE_DTYPE);
+- the judge's inference server, if it runs on one (`--judge-url` / $AGENT_HELPER_JUDGE_URL,
+  `--judge-model` / $AGENT_HELPER_JUDGE_MODEL, $AGENT_HELPER_JUDGE_API_KEY);
 - the server's settings (`ServerSettings.from_env`): login, API token, upload limit, threads;
 - the process environment the app sets for itself (offline switches, malloc tuning).
 """
@@ -17,12 +19,16 @@ from typing import Mapping
 
 from app.home import DEFAULT_HOME, Home, shipped_embedder_adapter
 from ingest.formats import SUPPORTED_SUFFIXES
+from reasoner.server_config import DEFAULT_SERVED_NAME, JudgeServer
 from retriever.chroma_client import ChromaServer
 
 HOME_ENV = "AGENT_HELPER_HOME"
 CHROMA_URL_ENV = "AGENT_HELPER_CHROMA_URL"
 EMBEDDER_ENV = "AGENT_HELPER_EMBEDDER"
 JUDGE_DTYPE_ENV = "AGENT_HELPER_JUDGE_DTYPE"
+JUDGE_URL_ENV = "AGENT_HELPER_JUDGE_URL"
+JUDGE_MODEL_ENV = "AGENT_HELPER_JUDGE_MODEL"
+JUDGE_API_KEY_ENV = "AGENT_HELPER_JUDGE_API_KEY"
 ENV_USERNAME = "AGENT_HELPER_USERNAME"
 ENV_PASSWORD = "AGENT_HELPER_PASSWORD"
 ENV_API_TOKEN = "AGENT_HELPER_API_TOKEN"
@@ -102,6 +108,24 @@ def resolve_judge_dtype(arg: str | None) -> str:
     if value not in DTYPES:
         raise SettingsError(f"{JUDGE_DTYPE_ENV}={value!r}: expected one of {', '.join(DTYPES)}")
     return value
+
+
+def resolve_judge_server(url: str | None, model: str | None = None,
+                         timeout_s: float | None = None) -> JudgeServer | None:
+    """--judge-url / $AGENT_HELPER_JUDGE_URL: the judge's inference server (None = judge in this process),
+    serving it as --judge-model / $AGENT_HELPER_JUDGE_MODEL / "judge", with $AGENT_HELPER_JUDGE_API_KEY."""
+    url = url or os.environ.get(JUDGE_URL_ENV)
+    model = model or os.environ.get(JUDGE_MODEL_ENV)
+    if not url:
+        if model:
+            raise SettingsError(f"a judge model name needs the server's URL (--judge-url or ${JUDGE_URL_ENV})")
+        return None
+    extra = {"timeout_s": timeout_s} if timeout_s is not None else {}
+    try:
+        return JudgeServer(url=url, model=model or DEFAULT_SERVED_NAME, api_key=os.environ.get(JUDGE_API_KEY_ENV) or None,
+                           **extra)
+    except ValueError as error:
+        raise SettingsError(str(error)) from error
 
 
 def apply_offline_env() -> None:
@@ -218,7 +242,8 @@ class ServerSettings:
 
 
 __all__ = [
-    "BASE_EMBEDDER", "CHROMA_URL_ENV", "DTYPES", "EMBEDDER_ENV", "HOME_ENV", "JUDGE_DTYPE_ENV", "MALLOC_ENV", "ServerSettings",
-    "SettingsError", "apply_offline_env", "missing_malloc_env", "resolve_chroma_server", "resolve_embedder", "resolve_home",
-    "resolve_judge_dtype",
+    "BASE_EMBEDDER", "CHROMA_URL_ENV", "DTYPES", "EMBEDDER_ENV", "HOME_ENV", "JUDGE_API_KEY_ENV", "JUDGE_DTYPE_ENV",
+    "JUDGE_MODEL_ENV", "JUDGE_URL_ENV", "MALLOC_ENV", "ServerSettings", "SettingsError", "apply_offline_env",
+    "missing_malloc_env", "resolve_chroma_server", "resolve_embedder", "resolve_home", "resolve_judge_dtype",
+    "resolve_judge_server",
 ]
