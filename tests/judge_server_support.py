@@ -10,7 +10,6 @@ they judge (`judge_items`).
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ui_support import free_port, stop_process
+
 REPO = Path(__file__).resolve().parents[1]
 LLAMA_CPP_MISSING = ("llama-cpp-python[server] is not installed in this Python: `make inference-server` builds it "
                      "into .venv, and `make test` runs that first")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -71,13 +66,7 @@ class LlamaServer:
         raise TimeoutError(f"the llama.cpp server was not up within {timeout_s:.0f} s: {self._log_tail()}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> "LlamaServer":
         return self

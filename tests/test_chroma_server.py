@@ -21,7 +21,7 @@ from retriever.chroma_client import ChromaServer
 from retriever.chunks import ROW, ChunkRecord, chunk_metadata, new_document
 from retriever.hybrid import HybridRetriever
 from retriever.store import EMBED_BATCH, STALE_INGEST_S, KnowledgeStore
-from ui_support import free_port, write_faq_csv
+from ui_support import free_port, stop_process, write_faq_csv
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMA = Path(sys.executable).with_name("chroma")  # the CLI that ships in the chromadb package
@@ -59,13 +59,7 @@ class ChromaProcess:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+        stop_process(self.process, timeout_s=15)
         self.process = None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -79,6 +80,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_process(process: "subprocess.Popen | None", timeout_s: float = 20.0) -> None:
+    """Terminate a server the test started, killing it if it does not go in time."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)
 
 
 class ServerThread:
