@@ -30,9 +30,9 @@ import numpy as np
 
 from retriever.embedder import ADAPTER_METADATA, PACKAGED_MODEL_NAME, model_hash
 from training.config import ConfigError
-from training.embedder import data as data_module
+from training import labelled as data_module
 from training.embedder.config import PACKAGED, EmbedderConfig, check_base
-from training.embedder.data import LabelledData, Split
+from training.labelled import LabelledData, Split
 from training.embedder.evaluation import ValidationSet, encode, label_retrieval_evaluator, summary
 from training.embedder.pairs import Pairs, mine
 from training.tracking import check_tracking
