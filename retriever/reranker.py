@@ -228,3 +228,9 @@ def default_reranker_path() -> Path | None:
 def shared_reranker(folder: str) -> Reranker:
     """One loaded reranker per folder for the whole process (loading costs seconds)."""
     return Reranker(Path(folder))
+
+
+def shipped_reranker() -> Reranker | None:
+    """The shipped reranker, loaded once; None while data/models/reranker-minilm/ holds none."""
+    folder = default_reranker_path()
+    return shared_reranker(str(folder)) if folder is not None else None

@@ -148,9 +148,11 @@ def cross_encoder(cfg: RerankerConfig, base: Path, view: Path):
             (view / name).symlink_to((base / name).resolve())
     torch.manual_seed(cfg.train.seed)  # the head and LoRA's A matrices are drawn at random
     model = CrossEncoder(str(view), num_labels=1, max_length=cfg.reranker.max_length, device=device())
+    pooler = cfg.lora.train_pooler
     model.add_adapter(LoraConfig(task_type="SEQ_CLS", r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                                  lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules),
-                                 modules_to_save=["classifier"]))
+                                 exclude_modules=["pooler.dense"] if pooler else None,
+                                 modules_to_save=["classifier", "pooler"] if pooler else ["classifier"]))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return model, trainable
 
