@@ -36,6 +36,8 @@ from retriever.candidates import Candidate
 from retriever.embedder import PACKAGED_MODEL_NAME, model_hash, packaged_model_path
 
 RERANKER_METADATA = "reranker.json"
+SHIPPED_FOLDER = "reranker-minilm"
+"""The shipped reranker's folder in data/models/ (package agent_helper_models)."""
 FORMAT_VERSION = 1
 DOCUMENT_FORMATS = ("question", "question+answer")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -75,7 +77,8 @@ class Scoring:
         return self.alpha * logit_z + (1.0 - self.alpha) * label_z
 
     def probability(self, fused: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(self.platt_a * np.asarray(fused, np.float64) + self.platt_b)))
+        logit = np.clip(self.platt_a * np.asarray(fused, np.float64) + self.platt_b, -60.0, 60.0)  # no overflow
+        return 1.0 / (1.0 + np.exp(-logit))
 
     @classmethod
     def from_dict(cls, values: dict) -> "Scoring":
@@ -219,9 +222,10 @@ class Reranker:
 
 def default_reranker_path() -> Path | None:
     """The reranker shipped in data/models/reranker-minilm/ (package agent_helper_models), if present."""
-    from agent_helper_models import RERANKER
+    from agent_helper_models import FOLDER
 
-    return RERANKER if (RERANKER / RERANKER_METADATA).is_file() else None
+    folder = FOLDER / SHIPPED_FOLDER
+    return folder if (folder / RERANKER_METADATA).is_file() else None
 
 
 @lru_cache(maxsize=2)

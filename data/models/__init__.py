@@ -13,4 +13,3 @@ from pathlib import Path
 FOLDER = Path(__file__).resolve().parent
 JUDGE_ADAPTER = FOLDER / "judge-smollm2"
 EMBEDDER_ADAPTER = FOLDER / "embedder-minilm"
-RERANKER = FOLDER / "reranker-minilm"

@@ -75,7 +75,7 @@ def platt(values: np.ndarray, targets: np.ndarray, iterations: int = 50) -> tupl
     x = np.asarray(values, np.float64)
     y = np.asarray(targets, np.float64)
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
+        p = 1.0 / (1.0 + np.exp(-np.clip(a * x + b, -60.0, 60.0)))
         w = p * (1 - p) + 1e-9
         gradient = np.array([np.sum((p - y) * x) + 1e-6 * a, np.sum(p - y)])
         hessian = np.array([[np.sum(w * x * x) + 1e-6, np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
