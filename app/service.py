@@ -87,6 +87,7 @@ class AgentHelper:
         `home.feedback_db` so it can be rated. `store` reuses an open store of the same home. With
         `home.chroma_server` the knowledge base is the server's (shared with other processes)."""
         from retriever.hybrid import HybridRetriever
+        from retriever.reranker import shipped_reranker
 
         self.home = home
         self.model_config = model_config if model_config is not None else default_model_config(home.models)
@@ -94,7 +95,7 @@ class AgentHelper:
         self.ingest_options = ingest_options
         self.max_batch = max_batch
         self.store = store if store is not None else open_store(home)
-        self.retriever = HybridRetriever(self.store)
+        self.retriever = HybridRetriever(self.store, reranker=shipped_reranker())
         self.feedback = FeedbackStore(home.feedback_db)
         self.log_answers = log_answers
         self._search_lock = threading.Lock()

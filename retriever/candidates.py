@@ -14,7 +14,8 @@ class Candidate:
 
     `score` is the cosine similarity of the ticket to the entry's question (0..1 for
     all-MiniLM), what the similarity floor is calibrated on; `rank_score` is the resolution's
-    label vote (retriever/hybrid.py) that decided the order, None where nothing voted.
+    label vote (retriever/hybrid.py) that decided the order, None where nothing voted;
+    `rerank_score` is set where a cross-encoder reranked the list (retriever/reranker.py).
     """
 
     id: str
@@ -27,6 +28,9 @@ class Candidate:
     rank_score: float | None = None
     section: str | None = None
     """Heading path in the source ("Returns › Refund times") for DOCX, HTML and Markdown entries."""
+    rerank_score: float | None = None
+    """The reranker's calibrated probability (0..1) that this is the ticket's resolution; the
+    order then follows it. None where no reranker ran."""
 
     @property
     def label_score(self) -> float:

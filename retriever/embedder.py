@@ -33,6 +33,15 @@ def packaged_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
+def _is_packaged(path: Path) -> bool:
+    """Whether a folder is the packaged model; False where the package is not installed (a GPU
+    machine given a copy of the weights)."""
+    try:
+        return path == packaged_model_path()
+    except RuntimeError:
+        return False
+
+
 def default_adapter_path() -> Path | None:
     """The embedder adapter shipped in data/models/embedder-minilm/ (package agent_helper_models), if present."""
     from agent_helper_models import EMBEDDER_ADAPTER
@@ -64,7 +73,7 @@ class Embedder:
         self.adapter = Path(adapter) if adapter else None
         self.batch_size = batch_size
         self.model = SentenceTransformer(str(self.path), device="cpu")
-        base_name = PACKAGED_MODEL_NAME if self.path == packaged_model_path() else self.path.name
+        base_name = PACKAGED_MODEL_NAME if path is None or _is_packaged(self.path) else self.path.name
         self.metadata: dict = {}
         if self.adapter is not None:
             if not (self.adapter / "adapter_config.json").is_file():

@@ -7,6 +7,8 @@ beats a single lucky neighbour of another. Measured on held-out tickets (README,
 point on CLINC150, +3.4 on HINT3 and +0.5 on Banking77 over the best single row, no change on FAQs
 (one row each); fusing BM25's rank into the order instead cost 7.7 points on FAQ-style knowledge.
 
+An optional cross-encoder (retriever/reranker.py) then reorders the best `rerank_pool` resolutions.
+
 The BM25 index is built once per store generation, kept on disk under the home folder and in
 memory, so queries never rebuild it.
 """
@@ -17,6 +19,7 @@ import shutil
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +27,9 @@ from retriever.candidates import Candidate
 from retriever.chunks import candidate_from_metadata
 from retriever.escalation import KnowledgeFloor, derive_floor
 from retriever.store import KnowledgeStore
+
+if TYPE_CHECKING:
+    from retriever.reranker import Reranker
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class RetrieverConfig:
     label_votes: int = 3
     """A resolution's score is the mean cosine similarity of its best this-many rows in the pool
     (fewer when it has fewer); 1 = its best row alone."""
+    rerank_pool: int = 20
+    """Resolutions the reranker (when there is one) reads and reorders; the top k of its order
+    are returned."""
 
 
 class Bm25Index:
@@ -79,8 +88,9 @@ class Bm25Index:
 
 
 class HybridRetriever:
-    def __init__(self, store: KnowledgeStore, config: RetrieverConfig = RetrieverConfig()):
-        self.store, self.config = store, config
+    def __init__(self, store: KnowledgeStore, config: RetrieverConfig = RetrieverConfig(),
+                 reranker: "Reranker | None" = None):
+        self.store, self.config, self.reranker = store, config, reranker
         self._bm25: Bm25Index | None = None
         self._floor: tuple[int, KnowledgeFloor] | None = None
 
@@ -101,14 +111,18 @@ class HybridRetriever:
 
     def search(self, ticket: str, k: int = 5) -> list[Candidate]:
         """The k best distinct resolutions for a ticket, best first: `rank_score` is the label vote,
-        `score` the cosine similarity of the resolution's closest row."""
+        `score` the cosine similarity of the resolution's closest row; with a reranker, the order is
+        its fused score and `rerank_score` its calibrated probability."""
         if not ticket.strip() or self.store.count() == 0:
             return []
         query = self.store.embedder.embed([ticket])[0]
         chunks = {cid: (meta, score) for cid, meta, score in self.store.dense_search(query, self.config.dense_pool)}
         extra = [cid for cid in self._bm25_ranking(ticket) if cid not in chunks]
         chunks.update(self._fetch_missing(query, extra))
-        return self._group(chunks)[:k]
+        if self.reranker is None:
+            return self._group(chunks)[:k]
+        pool = self._group(chunks)[: max(k, self.config.rerank_pool)]
+        return self.reranker.rerank(ticket, pool)[:k]
 
     def _bm25_ranking(self, ticket: str) -> list[str]:
         if self.config.bm25_pool <= 0:

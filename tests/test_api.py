@@ -110,7 +110,7 @@ def test_feedback_is_stored_and_exported(client, service, answered, tmp_path):
     assert example["rating"] == "down" and "SmolLM2" in example["model"]
     assert example["candidates"][0]["id"] == "pw-reset"
     assert set(example["candidates"][0]) == {"id", "question", "answer", "label", "source", "page", "score",
-                                             "rank_score", "section"}
+                                             "rank_score", "section", "rerank_score"}
     assert set(example) == {"ticket", "candidates", "correct_id", "verdict_id", "rating", "model", "created_at"}
 
 

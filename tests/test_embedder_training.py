@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from ui.cli import main as cli_main
-from training.embedder.data import LabelledText, LabelledData, split
-from training.embedder.config import DataSection
+from training.labelled import DataSection, LabelledData, LabelledText, split
 from training.embedder.pairs import Triplet
 
 # Two labels whose tickets differ by a few words while the product named dominates the text:

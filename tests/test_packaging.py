@@ -32,7 +32,7 @@ def wheel(tmp_path_factory) -> Path:
 def test_the_wheel_holds_every_package_and_the_shipped_models(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for package in ("ingest", "retriever", "reasoner", "app", "ui", "training", "training/judge",
-                    "training/judge/data", "training/embedder", "agent_helper_models"):
+                    "training/judge/data", "training/embedder", "training/reranker", "agent_helper_models"):
         assert f"{package}/__init__.py" in names, package
     for model in ("judge-smollm2/agent_helper.json", "judge-smollm2/adapter_model.safetensors",
                   "embedder-minilm/embedder.json", "embedder-minilm/adapter_model.safetensors"):

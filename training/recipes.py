@@ -7,6 +7,7 @@ trains and reports. Modules load on use, so naming the recipes costs nothing.
 | ---------- | ------------------------------------------------------------- | ------------------------------------- |
 | `judge`    | the judge's LoRA adapter (SmolLM2 on CPU, Llama-3-8B QLoRA)    | smollm2-135m-lora, llama3-8b-qlora, tiny-test |
 | `embedder` | the search embedder's LoRA adapter (all-MiniLM-L6-v2)          | minilm-embedder                       |
+| `reranker` | the cross-encoder reranker's LoRA adapter + head (MiniLM)      | reranker-cpu, reranker-gpu            |
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ RECIPES = {
                     "training.judge.config:load_config", "training.judge.command:run"),
     "embedder": Recipe("embedder", "the search embedder's LoRA adapter", "training.embedder.config:EmbedderConfig",
                        "training.embedder.config:load_embedder_config", "training.embedder.command:run"),
+    "reranker": Recipe("reranker", "the cross-encoder reranker's LoRA adapter and head",
+                       "training.reranker.config:RerankerConfig", "training.reranker.config:load_reranker_config",
+                       "training.reranker.command:run"),
 }
 
 

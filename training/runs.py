@@ -35,6 +35,13 @@ def setup_output(cfg, home: Path, finished_file: str, what: str = "run") -> Path
     return out
 
 
+def device() -> str:
+    """Where a recipe trains: the GPU when torch sees one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def setup_threads(cfg) -> None:
     """`train.num_threads` torch CPU threads (0 = torch's default)."""
     if cfg.train.num_threads:

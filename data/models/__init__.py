@@ -2,7 +2,8 @@
 it to data/models/), so a wheel install finds them as a checkout does:
 
 - judge-smollm2/: the judge's LoRA adapter for SmolLM2-135M-Instruct, with agent_helper.json;
-- embedder-minilm/: the search embedder's LoRA adapter for all-MiniLM-L6-v2, with embedder.json.
+- embedder-minilm/: the search embedder's LoRA adapter for all-MiniLM-L6-v2, with embedder.json;
+- reranker-minilm/: the cross-encoder reranker's LoRA adapter and head for all-MiniLM-L6-v2, with reranker.json.
 
 Other folders can be used instead: `--adapter` (judge) and `--embedder` (search embedder).
 """

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.config import ConfigError, RunConfig, TrackingSection, read_config, resolve_path_fields
+from training.labelled import DATA_PATH_FIELDS, DATA_SHARES, DataSection, check_data_section
 
 PACKAGED = "packaged"
 BERT_LORA_MODULES = ("query", "key", "value", "dense")
@@ -29,28 +30,9 @@ class EmbedderSection:
 
 
 @dataclass
-class DataSection:
-    files: list[str] = field(default_factory=list)
-    """Labelled knowledge files in the ingest format (CSV or JSONL with `question` and `label`,
-    optional `answer`, `id`): each file is one knowledge base."""
-    sources: list[str] = field(default_factory=list)
-    """Dataset readers from training/datasets.py (banking77, clinc150, bitext, hint3_*,
-    stackfaq), read from `sources_dir`; each dataset is one knowledge base."""
-    sources_dir: str = ""
-    """Folder of the datasets (../shared/datasets), required with `sources`."""
-    exclude: list[str] = field(default_factory=list)
-    """Ticket files whose texts are dropped everywhere (evaluation tickets: JSONL with `ticket`,
-    or CSV/JSONL with `question`), compared after lower-casing and joining whitespace."""
-    out_of_scope_labels: list[str] = field(default_factory=lambda: ["oos", "NO_NODES_DETECTED"])
-    """Labels that mean "nothing in the knowledge base answers this" (CLINC150's oos, HINT3's
-    NO_NODES_DETECTED): such rows are never positives, only hard negatives or validation tickets
-    that should escalate."""
-    validation_share: float = 0.1
-    """Share of texts held out for validation, chosen by a seeded hash of the normalised text."""
-    heldout_label_share: float = 0.05
-    """Share of labels per knowledge base whose rows all go to validation as out-of-scope
-    tickets (nothing of them stays on the knowledge side), so escalate_below is calibrated on
-    tickets like the ones the product must escalate."""
+class EmbedderDataSection(DataSection):
+    """The labelled rows (training/labelled.py, shared with the reranker recipe) and how pairs are made."""
+
     max_pairs: int = 0
     """Seeded sample of at most this many training triplets; 0 = one per knowledge row."""
     hard_negatives: bool = True
@@ -120,7 +102,7 @@ class OutputSection:
 class EmbedderConfig(RunConfig):
     name: str
     embedder: EmbedderSection = field(default_factory=EmbedderSection)
-    data: DataSection = field(default_factory=DataSection)
+    data: EmbedderDataSection = field(default_factory=EmbedderDataSection)
     lora: LoraSection = field(default_factory=LoraSection)
     train: TrainSection = field(default_factory=TrainSection)
     tracking: EmbedderTrackingSection = field(default_factory=EmbedderTrackingSection)
@@ -128,12 +110,10 @@ class EmbedderConfig(RunConfig):
     path: Path | None = None
 
 
-PATH_FIELDS = {("embedder", "base"), ("data", "files"), ("data", "sources_dir"), ("data", "exclude"),
-               ("output", "dir")}
+PATH_FIELDS = {("embedder", "base"), ("output", "dir")} | DATA_PATH_FIELDS
 POSITIVE = {("embedder", "max_seq_length"), ("lora", "r"), ("lora", "alpha"), ("train", "batch_size"),
             ("train", "logging_steps"), ("train", "learning_rate"), ("train", "scale")}
-SHARES = {("data", "validation_share"), ("data", "heldout_label_share"), ("lora", "dropout"),
-          ("train", "warmup_ratio")}
+SHARES = {("lora", "dropout"), ("train", "warmup_ratio")} | DATA_SHARES
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:
@@ -159,12 +139,7 @@ def _check_values(cfg: EmbedderConfig, where: str) -> None:
     unknown = sorted(set(cfg.lora.target_modules) - set(BERT_LORA_MODULES))
     if unknown or not cfg.lora.target_modules:
         raise ConfigError(f"{where}: lora.target_modules must be a non-empty subset of {list(BERT_LORA_MODULES)}")
-    if not cfg.data.files and not cfg.data.sources:
-        raise ConfigError(f"{where}: data.files or data.sources is required (labelled rows to train on)")
-    if cfg.data.sources and not cfg.data.sources_dir:
-        raise ConfigError(f"{where}: data.sources_dir is required with data.sources")
-    if cfg.data.validation_share == 0:
-        raise ConfigError(f"{where}: data.validation_share must be > 0 (metrics and escalate_below need validation)")
+    check_data_section(cfg.data, where)
     if cfg.tracking.backend not in ("mlflow", "neptune", "none"):
         raise ConfigError(f"{where}: tracking.backend must be one of mlflow, neptune, none")
     if cfg.tracking.backend == "neptune" and not cfg.tracking.neptune_project:

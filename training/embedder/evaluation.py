@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.embedder.data import LabelledText
+from training.labelled import LabelledText
 
 TOP_K = 5
 POOL = 64  # rows looked at per ticket to find 5 distinct labels (labels repeat among neighbours)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.embedder.data import LabelledText
+from training.labelled import LabelledText
 
 BLOCK = 1024  # anchors per similarity block: bounds memory at BLOCK x group size floats
 

@@ -30,13 +30,13 @@ import numpy as np
 
 from retriever.embedder import ADAPTER_METADATA, PACKAGED_MODEL_NAME, model_hash
 from training.config import ConfigError
-from training.embedder import data as data_module
+from training import labelled as data_module
 from training.embedder.config import PACKAGED, EmbedderConfig, check_base
-from training.embedder.data import LabelledData, Split
+from training.labelled import LabelledData, Split
 from training.embedder.evaluation import ValidationSet, encode, label_retrieval_evaluator, summary
 from training.embedder.pairs import Pairs, mine
 from training.tracking import check_tracking
-from training.runs import METRICS_FILE, append_metrics, shared_training_args, versions
+from training.runs import METRICS_FILE, append_metrics, device, shared_training_args, versions
 
 RELOAD_TOLERANCE = 1e-4
 
@@ -64,12 +64,6 @@ def preflight(cfg: EmbedderConfig) -> Prepared:
     if not counts["validation_in_scope"]:
         raise ConfigError("data: no in-scope validation tickets; raise data.validation_share or add rows")
     return Prepared(labelled, split, base_path)
-
-
-def device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def describe_backend() -> str:

@@ -1,4 +1,5 @@
-"""Labelled texts for the embedder: read, cleaned, and split into knowledge and validation.
+"""Labelled texts for the retrieval recipes (embedder, reranker): read, cleaned, and split into
+knowledge and validation. One module so both recipes train and validate on the same split rules.
 
 Rows come from knowledge files in the ingest format (`question`, `label`, optional `answer`) and
 from the dataset readers of `training/datasets.py`. Each file or dataset is its own knowledge
@@ -27,7 +28,45 @@ from pathlib import Path
 from training.config import ConfigError
 from training.datasets import DataError, read_jsonl_rows
 from training.splits import fraction, held_out, text_key
-from training.embedder.config import DataSection
+
+
+@dataclass
+class DataSection:
+    files: list[str] = field(default_factory=list)
+    """Labelled knowledge files in the ingest format (CSV or JSONL with `question` and `label`,
+    optional `answer`, `id`): each file is one knowledge base."""
+    sources: list[str] = field(default_factory=list)
+    """Dataset readers from training/datasets.py (banking77, clinc150, bitext, hint3_*,
+    stackfaq), read from `sources_dir`; each dataset is one knowledge base."""
+    sources_dir: str = ""
+    """Folder of the datasets (../shared/datasets), required with `sources`."""
+    exclude: list[str] = field(default_factory=list)
+    """Ticket files whose texts are dropped everywhere (evaluation tickets: JSONL with `ticket`,
+    or CSV/JSONL with `question`), compared after lower-casing and joining whitespace."""
+    out_of_scope_labels: list[str] = field(default_factory=lambda: ["oos", "NO_NODES_DETECTED"])
+    """Labels that mean "nothing in the knowledge base answers this" (CLINC150's oos, HINT3's
+    NO_NODES_DETECTED): such rows are never positives, only hard negatives or validation tickets
+    that should escalate."""
+    validation_share: float = 0.1
+    """Share of texts held out for validation, chosen by a seeded hash of the normalised text."""
+    heldout_label_share: float = 0.05
+    """Share of labels per knowledge base whose rows all go to validation as out-of-scope
+    tickets (nothing of them stays on the knowledge side), so thresholds are calibrated on
+    tickets like the ones the product must escalate."""
+
+
+DATA_PATH_FIELDS = {("data", "files"), ("data", "sources_dir"), ("data", "exclude")}
+DATA_SHARES = {("data", "validation_share"), ("data", "heldout_label_share")}
+
+
+def check_data_section(cfg: DataSection, where: str) -> None:
+    """The checks every recipe reading labelled rows makes (ConfigError names the key)."""
+    if not cfg.files and not cfg.sources:
+        raise ConfigError(f"{where}: data.files or data.sources is required (labelled rows to train on)")
+    if cfg.sources and not cfg.sources_dir:
+        raise ConfigError(f"{where}: data.sources_dir is required with data.sources")
+    if cfg.validation_share == 0:
+        raise ConfigError(f"{where}: data.validation_share must be > 0 (metrics and calibration need validation)")
 
 
 @dataclass(frozen=True)
@@ -37,6 +76,9 @@ class LabelledText:
     """None: out of scope, nothing in the knowledge base answers it."""
     group: str
     """The knowledge base it belongs to (file stem or dataset name)."""
+    answer: str = ""
+    """What the agent would send for it as a knowledge entry ("" when the data has none); the
+    reranker reads it beside the question, as it does the product's candidates."""
 
     @property
     def key(self) -> tuple[str, str] | None:
@@ -138,7 +180,7 @@ def read_knowledge_file(path: Path, out_of_scope: set[str]) -> tuple[list[Labell
     columns, records = _records(path)
     missing = [name for name in ("question", "label") if name not in columns]
     if missing:
-        raise ConfigError(f"{path}: no {' and no '.join(repr(m) for m in missing)} column; the embedder trains "
+        raise ConfigError(f"{path}: no {' and no '.join(repr(m) for m in missing)} column; the recipe trains "
                           f"on labelled rows (question, label[, answer]); found: {', '.join(columns) or '(none)'}")
     rows, unlabelled = [], 0
     for where, record in records:
@@ -148,7 +190,8 @@ def read_knowledge_file(path: Path, out_of_scope: set[str]) -> tuple[list[Labell
         if not label:
             unlabelled += 1
             continue
-        rows.append(LabelledText(question, None if label in out_of_scope else label, path.stem))
+        rows.append(LabelledText(question, None if label in out_of_scope else label, path.stem,
+                                 _text(record.get("answer"))))
     notes = [f"{path.name}: {unlabelled} rows without a label skipped"] if unlabelled else []
     if not rows:
         raise ConfigError(f"{path}: no labelled rows")
@@ -167,7 +210,8 @@ def read_sources(names: list[str], root: Path, out_of_scope: set[str]) -> tuple[
         labelled = source.tickets + (source.kb or [])
         if not labelled:
             raise ConfigError(f"data.sources: {source.name} has no labelled rows (pairs only); remove it")
-        rows += [LabelledText(r.text, None if r.label in out_of_scope else r.label, source.name) for r in labelled]
+        rows += [LabelledText(r.text, None if r.label in out_of_scope else r.label, source.name, r.answer)
+                 for r in labelled]
         rows += [LabelledText(text, None, source.name) for text in source.out_of_scope]
         inputs.append({"source": source.name, "license": source.license.name, "origin": source.license.origin})
     return rows, inputs
@@ -260,7 +304,7 @@ def split(data: LabelledData, cfg: DataSection, seed: int) -> Split:
     knowledge, negatives, validation = [], [], []
     for row in data.rows:
         if row.key in held:
-            validation.append(LabelledText(row.text, None, row.group))
+            validation.append(LabelledText(row.text, None, row.group, row.answer))
         elif held_out(row.text, cfg.validation_share, seed):
             validation.append(row)
         else:
@@ -268,6 +312,7 @@ def split(data: LabelledData, cfg: DataSection, seed: int) -> Split:
     # a label whose every row went to validation has nothing to match: those tickets should escalate
     known = {r.key for r in knowledge}
     orphaned = sum(1 for r in validation if r.label is not None and r.key not in known)
-    validation = [r if r.label is None or r.key in known else LabelledText(r.text, None, r.group) for r in validation]
+    validation = [r if r.label is None or r.key in known else LabelledText(r.text, None, r.group, r.answer)
+                  for r in validation]
     notes = [f"{orphaned} validation tickets whose label has no knowledge row count as out of scope"] if orphaned else []
     return Split(knowledge, negatives, validation, sorted(f"{g}:{l}" for g, l in held), notes)
