@@ -143,14 +143,16 @@ class AgentHelper:
 
     # -- asking -----------------------------------------------------------------------------------
 
-    def search(self, ticket: str, k: int | None = None) -> list[Candidate]:
+    def search(self, ticket: str, k: int | None = None, rerank: bool = True) -> list[Candidate]:
         k = k or self.judge.config.top_k  # outside the lock: the judge's calibration reads the knowledge floor
         with self._search_lock:
-            return self.retriever.search(ticket, k=k)
+            return self.retriever.search(ticket, k=k, rerank=rerank)
 
     def retrieval_stages(self) -> list[tuple[str, Callable[[str, int], list[Candidate]]]]:
         """The retrieval stages in pipeline order, (name, search): what `eval` scores one by one."""
-        return [("retriever", self.search)]
+        if self.retriever.reranker is None:
+            return [("retriever", self.search)]
+        return [("retriever", lambda ticket, k: self.search(ticket, k, rerank=False)), ("+ reranker", self.search)]
 
     def ask_stream(self, ticket: str, *, record: bool | None = None) -> Iterator[str | Answer]:
         """Reasoning pieces (str) as the judge writes them, then one Answer (a Verdict).

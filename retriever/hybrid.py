@@ -109,17 +109,17 @@ class HybridRetriever:
             self._bm25 = Bm25Index.open(self.store)
         return self._bm25
 
-    def search(self, ticket: str, k: int = 5) -> list[Candidate]:
+    def search(self, ticket: str, k: int = 5, rerank: bool = True) -> list[Candidate]:
         """The k best distinct resolutions for a ticket, best first: `rank_score` is the label vote,
-        `score` the cosine similarity of the resolution's closest row; with a reranker, the order is
-        its fused score and `rerank_score` its calibrated probability."""
+        `score` the cosine similarity of the resolution's closest row; with a reranker (and `rerank`),
+        the order is its fused score and `rerank_score` its calibrated probability."""
         if not ticket.strip() or self.store.count() == 0:
             return []
         query = self.store.embedder.embed([ticket])[0]
         chunks = {cid: (meta, score) for cid, meta, score in self.store.dense_search(query, self.config.dense_pool)}
         extra = [cid for cid in self._bm25_ranking(ticket) if cid not in chunks]
         chunks.update(self._fetch_missing(query, extra))
-        if self.reranker is None:
+        if self.reranker is None or not rerank:
             return self._group(chunks)[:k]
         pool = self._group(chunks)[: max(k, self.config.rerank_pool)]
         return self.reranker.rerank(ticket, pool)[:k]
