@@ -23,15 +23,42 @@ def where(source: str, page: int | None, section: str | None = None) -> str:
     return f"{source}, section {section}" if section else source
 
 
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 @dataclass(frozen=True)
 class CandidateRow:
+    """One candidate as the page's table shows it: every stage's score, then the mix."""
+
+    HEADERS = ("#", "question", "similarity", "label vote", "reranker", "judge", "combined", "source", "id")
+
     number: int
     question: str
     similarity: float
+    """Cosine similarity of the closest row (what the floor compares)."""
+    vote: float
+    """The resolution's label vote (what ranked it)."""
+    reranker: float | None
+    """The reranker's calibrated probability; None where no reranker ran."""
+    judge: float
+    """The judge's probability (0 where the judge was not asked)."""
     combined: float
     source: str
     """The citation (file, and page or section)."""
     id: str
+
+    def cells(self) -> list:
+        """The row under HEADERS."""
+        return [self.number, self.question, _score(self.similarity), _score(self.vote), _score(self.reranker),
+                _score(self.judge), _score(self.combined), self.source, self.id]
+
+    @classmethod
+    def of(cls, scored) -> "CandidateRow":
+        """From a ScoredCandidate (reasoner.verdict)."""
+        c = scored.candidate
+        return cls(scored.number, c.question, c.score, c.label_score, c.rerank_score, scored.judge_probability,
+                   scored.combined, where(c.source, c.page, c.section), c.id)
 
 
 @dataclass(frozen=True)
@@ -77,10 +104,7 @@ class AnswerView:
             reasoning=verdict.reasoning,
             latency_s=verdict.latency_s,
             notes=list(verdict.notes),
-            candidates=[CandidateRow(s.number, s.candidate.question, s.candidate.score, s.combined,
-                                     where(s.candidate.source, s.candidate.page, s.candidate.section),
-                                     s.candidate.id)
-                        for s in verdict.candidates],
+            candidates=[CandidateRow.of(s) for s in verdict.candidates],
             choices=[(f"{c.id} — {c.question[:90]}", c.id) for c in retrieved]
             + [("none — nothing matches: escalate", NONE_ID)],
             answer_id=answer_id,

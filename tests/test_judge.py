@@ -15,6 +15,7 @@ from conftest import judge_dtype
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from app.views import AnswerView, CandidateRow  # noqa: E402
 from reasoner import prompt as P  # noqa: E402
 from reasoner.backends import (  # noqa: E402
     LoadedModel,
@@ -28,7 +29,7 @@ from reasoner.evaluate import evaluate, metrics, percentile, stage_table  # noqa
 from reasoner.judge import NO_CANDIDATES_REASONING, Judge, JudgeConfig  # noqa: E402
 from reasoner.metadata import AdapterMetadata  # noqa: E402
 from reasoner.prompt import reasoning_display  # noqa: E402
-from reasoner.verdict import Verdict, combine, pairwise_distribution, retriever_distribution  # noqa: E402
+from reasoner.verdict import ScoredCandidate, Verdict, combine, pairwise_distribution, retriever_distribution  # noqa: E402
 from retriever.candidates import Candidate  # noqa: E402
 
 
@@ -475,6 +476,18 @@ def test_interrupted_cache_write_leaves_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _write_cache(final, Broken(), Broken(), {"a": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_page_shows_every_stages_score():
+    reranked = replace(cand(1, "How do I reset my password?", 0.81), rank_score=0.74, rerank_score=0.93)
+    plain = cand(2, "Where is my parcel?", 0.52)
+    verdict = Verdict(reranked, 0.7, False, "", [ScoredCandidate(reranked, 1, 0.6, 0.8, 0.7),
+                                                 ScoredCandidate(plain, 2, 0.0, 0.1, 0.05)], 0.01)
+    rows = [dict(zip(CandidateRow.HEADERS, row.cells())) for row in AnswerView.of(verdict).candidates]
+    scores = ("similarity", "label vote", "reranker", "judge", "combined")
+    assert [[r[k] for k in scores] for r in rows] == [["0.81", "0.74", "0.93", "0.60", "0.70"],
+                                                      ["0.52", "0.52", "-", "0.00", "0.05"]]
+    assert rows[0]["source"] == "faq.pdf, page 1" and rows[1]["id"] == "c2"
 
 
 # --- evaluation (pure) ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import gradio as gr
 
 from app.feedback import DOWN, NONE_ID, UP, FeedbackError
 from app.service import MAX_TICKET_CHARS, AgentHelper, Answer
-from app.views import AnswerView
+from app.views import AnswerView, CandidateRow
 from ingest.progress import EMBEDDING, OCR, READING, TABLES
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ CSS = """
 _IDLE = '<div class="verdict idle">Paste a ticket and press Ask.</div>'
 _THINKING = '<div class="verdict idle">Reading the knowledge base…</div>'
 _LOADING = '<div class="verdict idle">Loading the model (first question only, ~15 s)…</div>'
-_CANDIDATE_HEADERS = ["#", "question", "similarity", "combined", "source", "id"]
 _DOC_HEADERS = {"id": "id", "name": "name", "pages": "pages", "chunks": "chunks", "faq_pairs": "FAQ pairs",
                 "passages": "passages", "rows": "rows", "ocr_pages": "OCR pages", "added_at": "added"}
 """DocumentRecord fields shown, with their column titles."""
@@ -106,8 +105,7 @@ def answer_details(view: AnswerView) -> str:
 
 
 def candidate_rows(view: AnswerView) -> list[list]:
-    return [[c.number, c.question, f"{c.similarity:.2f}", f"{c.combined:.2f}", c.source, c.id]
-            for c in view.candidates]
+    return [c.cells() for c in view.candidates]
 
 
 def _result_line(result) -> str:
@@ -187,7 +185,7 @@ def _ask_tab() -> AskTab:
                                     buttons=["copy"], elem_id="resolution")
             details = gr.Markdown(elem_id="details")
             with gr.Accordion("Other candidates", open=True):
-                candidates = gr.Dataframe(headers=_CANDIDATE_HEADERS, interactive=False, wrap=True,
+                candidates = gr.Dataframe(headers=list(CandidateRow.HEADERS), interactive=False, wrap=True,
                                           column_widths=["36px", "40%", "84px", "84px", "20%", "15%"],
                                           elem_id="candidates")
             with gr.Group():
