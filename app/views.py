@@ -31,14 +31,14 @@ def _score(value: float | None) -> str:
 class CandidateRow:
     """One candidate as the page's table shows it: every stage's score, then the mix."""
 
-    HEADERS = ("#", "question", "similarity", "label vote", "reranker", "judge", "combined", "source", "id")
+    HEADERS = ("#", "question", "similarity", "rank score", "reranker", "judge", "combined", "source", "id")
 
     number: int
     question: str
     similarity: float
     """Cosine similarity of the closest row (what the floor compares)."""
-    vote: float
-    """The resolution's label vote (what ranked it)."""
+    rank: float
+    """What ranked it: the label vote, or with a reranker the fused score on the vote's scale."""
     reranker: float | None
     """The reranker's calibrated probability; None where no reranker ran."""
     judge: float
@@ -50,7 +50,7 @@ class CandidateRow:
 
     def cells(self) -> list:
         """The row under HEADERS."""
-        return [self.number, self.question, _score(self.similarity), _score(self.vote), _score(self.reranker),
+        return [self.number, self.question, _score(self.similarity), _score(self.rank), _score(self.reranker),
                 _score(self.judge), _score(self.combined), self.source, self.id]
 
     @classmethod

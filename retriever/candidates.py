@@ -13,9 +13,10 @@ class Candidate:
     """A knowledge-base entry that might answer a ticket.
 
     `score` is the cosine similarity of the ticket to the entry's question (0..1 for
-    all-MiniLM), what the similarity floor is calibrated on; `rank_score` is the resolution's
-    label vote (retriever/hybrid.py) that decided the order, None where nothing voted;
-    `rerank_score` is set where a cross-encoder reranked the list (retriever/reranker.py).
+    all-MiniLM), what the similarity floor is calibrated on; `rank_score` decided the order: the
+    resolution's label vote (retriever/hybrid.py), or where a cross-encoder reranked the list
+    (retriever/reranker.py) the fused score on the vote's scale; None where nothing voted.
+    `rerank_score` is the reranker's calibrated probability.
     """
 
     id: str
@@ -34,7 +35,7 @@ class Candidate:
 
     @property
     def label_score(self) -> float:
-        """What ranks the resolution and what the judge's mix weighs: its label vote, else its similarity."""
+        """What ranks the resolution and what the judge's mix weighs: `rank_score`, else its similarity."""
         return self.score if self.rank_score is None else self.rank_score
 
     @property

@@ -76,6 +76,11 @@ class Scoring:
         label_z = (np.asarray(label_scores, np.float64) - self.label_mean) / self.label_std
         return self.alpha * logit_z + (1.0 - self.alpha) * label_z
 
+    def on_vote_scale(self, fused: np.ndarray) -> np.ndarray:
+        """The fused score in the label vote's units (a cosine similarity where alpha is 0), so what the
+        judge's calibrated mix weighs follows the reranked order on the scale it was calibrated on."""
+        return self.label_mean + self.label_std * np.asarray(fused, np.float64)
+
     def probability(self, fused: np.ndarray) -> np.ndarray:
         logit = np.clip(self.platt_a * np.asarray(fused, np.float64) + self.platt_b, -60.0, 60.0)  # no overflow
         return 1.0 / (1.0 + np.exp(-logit))
@@ -209,15 +214,16 @@ class Reranker:
                            batch_size=max(1, len(texts)))
 
     def rerank(self, ticket: str, candidates: list[Candidate]) -> list[Candidate]:
-        """The candidates best first by the fused score, each with its calibrated `rerank_score`."""
+        """The candidates best first by the fused score, each with its calibrated `rerank_score` and
+        the fused score, on the label vote's scale, as its `rank_score`."""
         if not candidates:
             return []
         logits = self.logits(ticket, self.texts(candidates))
         scoring = self.settings.scoring
         fused = scoring.fused(logits, np.array([c.label_score for c in candidates]))
-        probability = scoring.probability(fused)
+        probability, ranked = scoring.probability(fused), scoring.on_vote_scale(fused)
         order = np.argsort(-fused, kind="stable")  # ties keep the retriever's order
-        return [replace(candidates[i], rerank_score=float(probability[i])) for i in order]
+        return [replace(candidates[i], rank_score=float(ranked[i]), rerank_score=float(probability[i])) for i in order]
 
 
 def default_reranker_path() -> Path | None:

@@ -484,7 +484,7 @@ def test_the_page_shows_every_stages_score():
     verdict = Verdict(reranked, 0.7, False, "", [ScoredCandidate(reranked, 1, 0.6, 0.8, 0.7),
                                                  ScoredCandidate(plain, 2, 0.0, 0.1, 0.05)], 0.01)
     rows = [dict(zip(CandidateRow.HEADERS, row.cells())) for row in AnswerView.of(verdict).candidates]
-    scores = ("similarity", "label vote", "reranker", "judge", "combined")
+    scores = ("similarity", "rank score", "reranker", "judge", "combined")
     assert [[r[k] for k in scores] for r in rows] == [["0.81", "0.74", "0.93", "0.60", "0.70"],
                                                       ["0.52", "0.52", "-", "0.00", "0.05"]]
     assert rows[0]["source"] == "faq.pdf, page 1" and rows[1]["id"] == "c2"

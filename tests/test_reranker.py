@@ -129,6 +129,8 @@ def test_reranker_moves_the_right_resolution_up(reranker):
     assert all(0.0 <= c.rerank_score <= 1.0 for c in ranked)
     assert ranked[0].rerank_score > ranked[-1].rerank_score
     assert {c.id: c.score for c in ranked} == {"a": 0.82, "b": 0.80, "c": 0.60}  # the floor's input is kept
+    # what the judge's mix weighs follows the new order, so the retriever's own verdict picks "b" too
+    assert [c.label_score for c in ranked] == sorted((c.label_score for c in ranked), reverse=True)
     assert reranker.rerank("anything", []) == []
 
 
