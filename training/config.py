@@ -49,6 +49,10 @@ class OutputSection:
     """Run folder; "" = <home>/runs/<config name>-<UTC time>."""
     run_name: str = ""
     """Name shown in the tracker; "" = the run folder's name."""
+
+
+@dataclass
+class CheckpointedOutputSection(OutputSection):
     save_total_limit: int = 2
     """Checkpoints kept while training (the best one is always kept)."""
     keep_checkpoints: bool = False

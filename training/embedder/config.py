@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.config import ConfigError, RunConfig, TrackingSection, read_config, resolve_path_fields
+from training.config import ConfigError, OutputSection, RunConfig, TrackingSection, read_config, resolve_path_fields
 from training.labelled import DATA_PATH_FIELDS, DATA_SHARES, DataSection, check_data_section
 
 PACKAGED = "packaged"
@@ -88,14 +88,6 @@ class EmbedderTrackingSection(TrackingSection):
     """"mlflow" (local store under <home>/mlruns), "neptune" (neptune-scale, self-hosted) or "none"."""
     experiment: str = "agent-helper-embedder"
     """MLflow experiment / Neptune experiment name."""
-
-
-@dataclass
-class OutputSection:
-    dir: str = ""
-    """Adapter folder; "" = <home>/runs/<config name>-<UTC time>."""
-    run_name: str = ""
-    """Name shown in the tracker; "" = the folder's name."""
 
 
 @dataclass

@@ -13,7 +13,7 @@ from reasoner.backends import DTYPES
 from reasoner.judge import DEFAULT_MAX_NEW_TOKENS
 from reasoner.prompt import MAX_CHOICES
 from training.config import (
-    ConfigError, OutputSection, RunConfig, TrackingSection, read_config, resolve_path_fields,
+    CheckpointedOutputSection, ConfigError, RunConfig, TrackingSection, read_config, resolve_path_fields,
 )
 
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -146,7 +146,7 @@ class TrainConfig(RunConfig):
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
-    output: OutputSection = field(default_factory=OutputSection)
+    output: CheckpointedOutputSection = field(default_factory=CheckpointedOutputSection)
     path: Path | None = None
 
 

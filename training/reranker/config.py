@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from retriever.reranker import BASE_DECLARATION, DOCUMENT_FORMATS
-from training.config import ConfigError, RunConfig, TrackingSection, read_config, resolve_path_fields
+from training.config import ConfigError, OutputSection, RunConfig, TrackingSection, read_config, resolve_path_fields
 from training.labelled import DATA_PATH_FIELDS, DATA_SHARES, DataSection, check_data_section
 
 PACKAGED = "packaged"
@@ -116,14 +116,6 @@ class RerankerTrackingSection(TrackingSection):
     """"mlflow" (local store under <home>/mlruns), "neptune" (neptune-scale, self-hosted) or "none"."""
     experiment: str = "agent-helper-reranker"
     """MLflow experiment / Neptune experiment name."""
-
-
-@dataclass
-class OutputSection:
-    dir: str = ""
-    """Reranker folder; "" = <home>/runs/<config name>-<UTC time>."""
-    run_name: str = ""
-    """Name shown in the tracker; "" = the folder's name."""
 
 
 @dataclass
