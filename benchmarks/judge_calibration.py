@@ -2,12 +2,20 @@
 retriever alone, on held-out labelled tickets (the quality bar of the training issue).
 
 Three stages, each resumable from the files the previous one wrote, so the model-heavy middle one
-can run on the GPU machine without Chroma or the embedder:
+can run on the GPU machine without Chroma or the embedder (and `sets` first, to calibrate on a
+validation split that no benchmark scores):
 
+    python benchmarks/judge_calibration.py sets --config training/configs/minilm-embedder-gpu.toml \
+        --bench .bench/calib-sets                                           # the embedder's validation split
     python benchmarks/judge_calibration.py retrieve --work .bench/calib     # CPU: stores + top-k
     python benchmarks/judge_calibration.py judge --work .bench/calib --device cuda --batch 64
     python benchmarks/judge_calibration.py report --work .bench/calib [--write data/models/judge-smollm2]
 
+- sets: an embedder config's own split (training/labelled.py, its seed) written as eval-set files,
+  one per knowledge base: the knowledge side as `<group>_knowledge.csv`, its validation tickets
+  (held-out labels as out of scope) as `<group>_val.jsonl`. The embedder never trained on them and
+  the benchmark's held-out tickets are excluded, so a calibration fitted there is scored cleanly by
+  `agent-helper eval` on the benchmark.
 - retrieve: per set (knowledge CSV + held-out JSONL from make_eval_sets.py) a store built with the
   chosen embedder, a seeded sample of tickets (all out-of-scope ones kept, since they are few), and
   the retriever's top-k candidates -> `<work>/candidates.jsonl`.
@@ -34,6 +42,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_SETS = ("banking77", "clinc150")
 EMBEDDER_FILE = "embedder.json"  # which embedder found the candidates: calibrations are per embedder
+
+
+# --- sets -------------------------------------------------------------------------------------
+
+
+def write_sets(args) -> None:
+    from benchmarks.make_eval_sets import write_set
+    from training.embedder.config import load_embedder_config
+    from training.labelled import read_labelled, split
+
+    cfg = load_embedder_config(args.config)
+    parts = split(read_labelled(cfg.data), cfg.data, cfg.train.seed)
+    for group in sorted({r.group for r in parts.knowledge}):
+        knowledge = [(r.text, r.label) for r in parts.knowledge if r.group == group]
+        tickets = [(r.text, r.label) for r in parts.validation if r.group == group]
+        write_set(args.bench, group, knowledge, tickets)
 
 
 # --- retrieve ---------------------------------------------------------------------------------
@@ -79,10 +103,10 @@ def judge(args) -> None:
     from retriever.candidates import Candidate
 
     rows = [json.loads(line) for line in (args.work / "candidates.jsonl").open(encoding="utf-8")]
-    loaded = load_model(ModelConfig(base=args.base, adapter=args.adapter, device=args.device,
+    loaded = load_model(ModelConfig(base=args.base, adapter=args.adapter, device=args.device, dtype=args.dtype,
                                     cache_dir=args.work / "models"))
     config = JudgeConfig.from_metadata(loaded.adapter_metadata, top_k=args.top_k,
-                                       max_new_tokens=args.max_new_tokens)
+                                       max_new_tokens=args.max_new_tokens, route=False)  # every ticket judged
     the_judge = Judge(loaded, config)
     started = time.perf_counter()
     with (args.work / "judged.jsonl").open("w", encoding="utf-8") as out:
@@ -133,9 +157,8 @@ def set_metrics(rows: list[dict], choices: list[int]) -> dict:
 
 
 def report(args) -> None:
-    from training.judge.evaluation import WEIGHTS, calibrate
-
     rows = [json.loads(line) for line in (args.work / "judged.jsonl").open(encoding="utf-8")]
+    rows = _with_oos_share(rows, args.oos_share, args.seed)
     random.Random(args.seed).shuffle(rows)  # halves mix the sets evenly
     # What the service does first: nothing close -> escalate, model not asked. So the calibration
     # is fitted on, and decides, only the tickets above the floor.
@@ -144,16 +167,20 @@ def report(args) -> None:
     if args.floor is not None:
         print(f"floor {args.floor}: {len(rows) - len(asked)} of {len(rows)} tickets escalate before the judge")
     judged = [as_judged(rows[i], args.reading) for i in asked]
+    fitted, decided = _weight_only(judged, args) if args.weight_only else _full_grid(judged)
     variants = {"retriever top-1": [1 if r["labels"] else 0 for r in rows]}
-    for name, decided in _variants_above_floor(judged).items():
+    for name, choices in decided.items():
         variants[name] = [0] * len(rows)
-        for i, choice in zip(asked, decided):
+        for i, choice in zip(asked, choices):
             variants[name][i] = choice
     table = {}
     for name in sorted({r["set"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["set"] == name]
         table[name] = {v: set_metrics([rows[i] for i in idx], [c[i] for i in idx]) for v, c in variants.items()}
-    calibration = {**asdict(calibrate(judged, WEIGHTS)[0]), "judge_reading": args.reading}
+    calibration = {**asdict(fitted), "judge_reading": args.reading,
+                   "fitted_on": f"{len(judged)} tickets of {', '.join(sorted({r['set'] for r in rows}))}"
+                                + (f", out-of-scope share {args.oos_share}" if args.oos_share is not None else "")
+                                + ("; only the judge's weight fitted" if args.weight_only else "")}
     if args.floor is not None:
         calibration["fitted_above_floor"] = args.floor
     print(json.dumps({"sets": table, "calibration_all": calibration}, indent=1))
@@ -163,13 +190,54 @@ def report(args) -> None:
         _write_calibration(args.write, calibration, table, embedder, args.default)
 
 
-def _variants_above_floor(judged: list) -> dict[str, list[int]]:
-    from training.judge.evaluation import WEIGHTS, argmax_predictions, cross_fitted_predictions
+def _with_oos_share(rows: list[dict], share: float | None, seed: int) -> list[dict]:
+    """A seeded sample of the out-of-scope tickets, so that they make `share` of the whole: the
+    escalation a calibration learns depends on how often tickets have no answer."""
+    if share is None:
+        return rows
+    inside = [r for r in rows if r["label"] is not None]
+    outside = [r for r in rows if r["label"] is None]
+    keep = min(len(outside), round(share * len(inside) / (1 - share)))
+    print(f"out-of-scope share {share}: {keep} of {len(outside)} out-of-scope tickets kept beside {len(inside)}")
+    return inside + random.Random(seed).sample(outside, keep)
 
-    return {
+
+def _full_grid(judged: list):
+    """Weight, temperature, none-similarity and threshold searched together."""
+    from training.judge.evaluation import WEIGHTS, argmax_predictions, calibrate, cross_fitted_predictions
+
+    return calibrate(judged, WEIGHTS)[0], {
         "retriever calibrated": cross_fitted_predictions(judged, (0.0,)),
         "judge alone": argmax_predictions(judged),
         "pipeline calibrated": cross_fitted_predictions(judged, WEIGHTS),
+    }
+
+
+def _weight_only(judged: list, args):
+    """The adapter's retriever calibration for this embedder kept; only the judge's weight fitted,
+    cross-fitted over two halves for the reported numbers."""
+    from reasoner.judge import JudgeConfig
+    from reasoner.metadata import AdapterMetadata
+    from training.judge.evaluation import Calibration, argmax_predictions, calibrate_weight, predictions
+
+    embedder = json.loads((args.work / EMBEDDER_FILE).read_text())
+    c = JudgeConfig.from_metadata(AdapterMetadata.read(args.adapter), embedder_hash=embedder["hash"])
+    retriever = Calibration(0.0, c.threshold, c.retriever_temperature, c.retriever_none_similarity)
+    halves = [list(range(0, len(judged), 2)), list(range(1, len(judged), 2))]
+    pipeline = [0] * len(judged)
+    for fit, score in (halves, halves[::-1]):
+        weight = calibrate_weight([judged[i] for i in fit], retriever)
+        print(f"weight fitted on one half: {weight.judge_weight}")
+        for i, choice in zip(score, predictions([judged[i] for i in score], weight)):
+            pipeline[i] = choice
+    gold = [j.gold for j in judged]
+    for w in (0.0, 0.1, 0.2, 0.3, 0.5):
+        chosen = predictions(judged, Calibration(w, *list(asdict(retriever).values())[1:]))
+        print(f"judge weight {w}: accuracy {sum(p == g for p, g in zip(chosen, gold)) / len(gold):.4f}")
+    return calibrate_weight(judged, retriever), {
+        "retriever calibrated": predictions(judged, retriever),
+        "judge alone": argmax_predictions(judged),
+        "pipeline calibrated": pipeline,
     }
 
 
@@ -193,7 +261,9 @@ def _write_calibration(adapter: Path, calibration: dict, table: dict, embedder: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("retrieve", "judge", "report"))
+    parser.add_argument("stage", choices=("sets", "retrieve", "judge", "report"))
+    parser.add_argument("--config", type=Path, default=Path("training/configs/minilm-embedder-gpu.toml"),
+                        help="sets: the embedder config whose validation split to write")
     parser.add_argument("--work", type=Path, default=Path(".bench/calib"))
     parser.add_argument("--bench", type=Path, default=Path(".bench"), help="make_eval_sets.py output")
     parser.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS))
@@ -205,16 +275,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapter", type=Path, default=Path("data/models/judge-smollm2"), help="judge adapter")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--dtype", default="auto",
+                        help="judge dtype (reasoner.backends.DTYPES); float32 on a GPU gives the CPU product's verdicts")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--reading", choices=("answer", "commit"), default="answer",
                         help="which judge distribution to calibrate (reasoner.judge.JudgeConfig.judge_reading)")
     parser.add_argument("--floor", type=float, default=None,
                         help="the embedder's escalate_below: tickets whose best similarity is below it escalate")
+    parser.add_argument("--weight-only", action="store_true",
+                        help="keep the adapter's retriever calibration for this embedder; fit only the judge's weight")
+    parser.add_argument("--oos-share", type=float, default=None,
+                        help="sample the out-of-scope tickets down to this share of all tickets before fitting")
     parser.add_argument("--default", action="store_true",
                         help="with --write: also make it the adapter's default calibration")
     parser.add_argument("--write", type=Path, default=None, help="adapter folder to store the calibration in")
     args = parser.parse_args(argv)
-    {"retrieve": retrieve, "judge": judge, "report": report}[args.stage](args)
+    {"sets": write_sets, "retrieve": retrieve, "judge": judge, "report": report}[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def humanise(label: str) -> str:
     return label.split(":")[-1].replace("_", " ").strip().capitalize()
 
 
-def _write(out: Path, name: str, knowledge: list[tuple[str, str]], val: list[tuple[str, str | None]]):
+def write_set(out: Path, name: str, knowledge: list[tuple[str, str]], val: list[tuple[str, str | None]]):
     out.mkdir(parents=True, exist_ok=True)
     with (out / f"{name}_knowledge.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -66,13 +66,13 @@ def _split(rows: list[tuple[str, str]]) -> tuple[list, list]:
 def banking77(datasets: Path, out: Path) -> None:
     with (datasets / "banking77" / "train.csv").open(encoding="utf-8") as handle:
         rows = [(r["text"], r["category"]) for r in csv.DictReader(handle)]
-    _write(out, "banking77", *_split(rows))
+    write_set(out, "banking77", *_split(rows))
 
 
 def clinc150(datasets: Path, out: Path) -> None:
     data = json.loads((datasets / "clinc150" / "data_full_train_val.json").read_text())
     val = [(t, l) for t, l in data["val"]] + [(t, None) for t, _ in data["oos_val"]]
-    _write(out, "clinc150", [(t, l) for t, l in data["train"]], val)
+    write_set(out, "clinc150", [(t, l) for t, l in data["train"]], val)
 
 
 HINT3_COMPANIES = ("sofmattress", "curekart", "powerplay11")
@@ -84,7 +84,7 @@ def hint3(datasets: Path, out: Path) -> None:
         with (datasets / "hint3" / f"{company}_train.csv").open(encoding="utf-8", newline="") as handle:
             rows += [(r["sentence"].strip(), f"{company}:{r['label'].strip()}") for r in csv.DictReader(handle)
                      if r["sentence"].strip() and r["label"].strip()]
-    _write(out, "hint3", *_split(rows))
+    write_set(out, "hint3", *_split(rows))
 
 
 FAQ_HELD_OUT_SHARE = 0.2

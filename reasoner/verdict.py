@@ -170,6 +170,8 @@ def judge_cannot_change(retriever: Sequence[float], judge_weight: float, thresho
     r = sorted(retriever, reverse=True)
     top = max(range(len(retriever)), key=lambda i: (retriever[i], -i))
     w = judge_weight
+    if w == 0:  # weighted out: the mix is the retriever's distribution, ties included
+        return True
     if len(r) > 1 and (1 - w) * (r[0] - r[1]) <= w:
         return False
     return top == 0 or (1 - w) * r[0] >= threshold or w + (1 - w) * r[0] < threshold

@@ -224,6 +224,22 @@ def calibrate(judged: Sequence[Judged], weights: Sequence[float] = WEIGHTS) -> t
     return best, verdict_metrics(judged, predictions(judged, best))
 
 
+def calibrate_weight(judged: Sequence[Judged], retriever: Calibration,
+                     weights: Sequence[float] = WEIGHTS) -> Calibration:
+    """Only the judge's weight, over `retriever`'s temperature, none-similarity and threshold: what
+    the judge adds on top of a retriever calibrated already. Ties keep the lowest weight, so a
+    judge that adds nothing is weighted out (0)."""
+    gold = np.array([j.gold for j in judged])
+    best, best_acc = None, -1.0
+    for weight in sorted(weights):
+        candidate = Calibration(weight, retriever.threshold, retriever.retriever_temperature,
+                                retriever.retriever_none_similarity)
+        accuracy = float((np.array(predictions(judged, candidate)) == gold).mean())
+        if accuracy > best_acc + 1e-12:
+            best_acc, best = accuracy, candidate
+    return best
+
+
 def predictions(judged: Sequence[Judged], c: Calibration) -> list[int]:
     judge, sims, _ = _padded(judged)
     combined = mix_matrix(judge, sims, c.judge_weight, c.retriever_temperature, c.retriever_none_similarity)
