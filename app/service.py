@@ -136,7 +136,7 @@ class AgentHelper:
         try:
             shared = self._shared()
             tie = [Candidate(f"warm-up {i}", "warm-up", "warm-up", None, "warm-up", None, 0.5) for i in (1, 2)]
-            shared.judge.decide("warm-up", tie)  # a tie: the judge is asked, so its first run is done
+            shared.judge.decide("warm-up", tie)  # a tie: the judge is asked (unless weighted out), so its first run is done
             self.search("warm-up")
         finally:
             self._warming = False

@@ -131,6 +131,8 @@ def test_the_judge_is_skipped_only_where_it_cannot_change_the_verdict():
             assert (mixed.escalate, mixed.escalate or mixed.choice) == (alone.escalate, alone.escalate or alone.choice)
     assert 50 < skipped < 400  # both kinds of ticket occur
     assert not judge_cannot_change([0.1, 0.5, 0.4], 0.5, 0.0) and judge_cannot_change([0.0, 0.99, 0.01], 0.2, 0.5)
+    # weighted out: even an exact tie is the retriever's to break, so the model is never asked
+    assert judge_cannot_change([0.2, 0.4, 0.4], 0.0, 0.3) and not judge_cannot_change([0.2, 0.4, 0.4], 0.1, 0.3)
 
 
 def test_reasoning_display_hides_prefix_and_answer_line():
@@ -550,6 +552,8 @@ def test_evaluate_scores_every_stage_and_the_pipeline():
     assert table[0].split()[:2] == ["stage", "accuracy"]
     assert [line.split()[0] for line in table[1:4]] == ["retriever", "+", "+"]
     assert "0.750" in table[2] and "4 tickets (2 in scope, 2 out of scope)" in table[-1]
+    weighted_out = replace(report, config={**report.config, "judge": {**report.config["judge"], "judge_weight": 0.0}})
+    assert "never asked" in stage_table(weighted_out).splitlines()[-1] and "never asked" not in stage_table(report)
 
 
 def test_metrics_edge_cases():

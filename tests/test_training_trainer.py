@@ -185,6 +185,23 @@ def test_calibration_decides_exactly_like_the_judge():
     assert 0 <= calibration.threshold <= 1
 
 
+def test_a_judge_gets_a_weight_only_where_it_adds_accuracy():
+    from training.judge import evaluation
+
+    retriever = evaluation.Calibration(0.0, 0.0, 0.02, 0.45)
+    golds = [1, 2] * 10  # near-ties the retriever always gives to candidate 1: half of them wrong
+
+    def judged(vote):
+        return [evaluation.Judged(tuple(float(i == vote(g)) for i in range(3)), (0.8, 0.79), g, ("a", "b"))
+                for g in golds]
+
+    right = evaluation.calibrate_weight(judged(lambda g: g), retriever)
+    wrong = evaluation.calibrate_weight(judged(lambda g: 3 - g), retriever)
+    assert 0 < right.judge_weight < 1 and evaluation.predictions(judged(lambda g: g), right) == golds
+    assert wrong.judge_weight == 0.0  # adds nothing: weighted out
+    assert (right.threshold, right.retriever_temperature, right.retriever_none_similarity) == (0.0, 0.02, 0.45)
+
+
 def test_completion_loss_equals_the_models_own_loss(workspace):
     import torch
     from peft import LoraConfig, get_peft_model
