@@ -118,8 +118,9 @@ class AgentHelper:
     def model_loaded(self) -> bool:
         return self._loaded() is not None
 
-    def _loaded(self) -> SharedJudge | None:
-        return loaded_judge(self.model_config, self.judge_config, self._search_embedder)
+    def _loaded(self, floor: KnowledgeFloor | None = None) -> SharedJudge | None:
+        embedder = self._search_embedder if floor is None else SearchEmbedder.of(self.store.embedder, floor.similarity)
+        return loaded_judge(self.model_config, self.judge_config, embedder)
 
     def _shared(self) -> SharedJudge:
         return shared_judge(self.model_config, self.judge_config, self.max_batch, self._search_embedder)
@@ -238,8 +239,8 @@ class AgentHelper:
     def status(self) -> dict:
         """What the status line shows: model, adapter, backend, documents, chunks, and the knowledge
         base's own escalation floor where it has one."""
-        floor = self.knowledge_floor()
-        shared = self._loaded()
+        floor = self.knowledge_floor()  # read once: a request to the server in Chroma-server mode
+        shared = self._loaded(floor)
         config = self.model_config
         info = shared.judge.loaded.info if shared is not None else None
         base = info.base if info else config.base
@@ -252,6 +253,7 @@ class AgentHelper:
             "dtype": info and info.dtype,
             "prompt_version": info and info.prompt_version,
             "model_loaded": shared is not None,
+            "judge_weight": shared.judge.config.judge_weight if shared is not None else None,
             "warming_up": self._warming,
             "documents": len(self.documents()),
             "chunks": self.store.count(),
@@ -267,6 +269,8 @@ class AgentHelper:
             backend = " (warming up: loading the model…)"
         elif s["model_loaded"]:
             backend = f" [{', '.join(str(s[k]) for k in ('backend', 'device', 'dtype') if s[k])}] · ready"
+            if s["judge_weight"] == 0:
+                backend += " · weighted out by its calibration: the retriever decides"
         else:
             backend = " (loads on first question)"
         floor = (f" · escalates below {s['knowledge_floor']:.2f} (derived from its {s['faq_entries']} FAQ entries)"

@@ -72,3 +72,14 @@ def test_an_faq_knowledge_base_escalates_below_its_own_floor(tmp_path):
     verdict = service.judge.retriever_decide("what is the boiling point of lead", service.search("what is the boiling point of lead"))
     assert verdict.escalate and verdict.decided_by == "floor"
     assert "derived from this knowledge base's FAQ entries" in verdict.reasoning
+
+
+def test_the_status_line_says_when_the_judge_is_weighted_out(tmp_path):
+    from reasoner.judge import JudgeConfig
+
+    for weight, said in ((0.0, True), (0.2, False)):
+        service = AgentHelper(Home(tmp_path / f"home-{weight}"), judge_config=JudgeConfig(judge_weight=weight),
+                              log_answers=False)
+        service.judge  # loaded: the status reads the loaded judge's calibration
+        assert service.status()["judge_weight"] == weight
+        assert ("weighted out by its calibration" in service.status_line()) is said

@@ -10,9 +10,11 @@ import json
 from collections import Counter
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from reasoner import prompt
+from retriever.hybrid import RetrieverConfig
 from training.judge import rationale
 from training.judge.data import build, mining
 from training.judge.data.__main__ import main as data_main
@@ -47,7 +49,9 @@ def synthetic_source(per_label: int = 14) -> Source:
     return Source("synthetic", License("CC0", "made in the test"), tickets, out_of_scope=OOS)
 
 
-OPTIONS = build.BuildOptions(seed=7, top_k=4, validation_share=0.25)
+# label_votes=1: each label by its best row, so the synthetic labels' right answer is not always first
+# (voting ranks these easy tickets' own label first every time; it has its own test below)
+OPTIONS = build.BuildOptions(seed=7, top_k=4, validation_share=0.25, label_votes=1)
 
 
 def run_build(opts=OPTIONS, source=None):
@@ -286,3 +290,21 @@ def test_excluded_eval_tickets_appear_nowhere(tmp_path, monkeypatch):
         for example in read_examples(out / f"{split}.jsonl"):
             assert not build.texts_of(example) & held_keys
     assert str(tmp_path / "eval.jsonl") in json.loads((out / "manifest.json").read_text())["excluded_ticket_files"]
+
+
+def test_candidates_are_ranked_by_the_label_vote_like_the_products_retriever():
+    """One lucky close row loses to a label with three fairly close ones, as in retriever/hybrid.py;
+    each candidate still shows its best row's similarity."""
+    sims = np.array([0.95, 0.30, 0.30, 0.85, 0.84, 0.83])
+    rows = [Row(f"{label}{i}", label, "") for label in "ab" for i in range(3)]
+    vectors = np.zeros((6, 8), dtype=np.float32)
+    vectors[:, 0] = sims
+    vectors[np.arange(6), np.arange(1, 7)] = np.sqrt(1 - sims**2)
+    query = np.eye(1, 8, dtype=np.float32)
+
+    def ranked(votes):
+        return [(h.row.label, round(h.score, 2)) for h in mining.Pool(rows, vectors, votes).search(["q"], query, 2)[0].hits]
+
+    assert ranked(1) == [("a", 0.95), ("b", 0.85)]
+    assert ranked(3) == [("b", 0.85), ("a", 0.95)]
+    assert build.BuildOptions().label_votes == RetrieverConfig().label_votes

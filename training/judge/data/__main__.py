@@ -26,10 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--sources", default=",".join(sources.DEFAULT_SOURCES),
                    help="comma-separated; known: " + ", ".join(sources.READERS))
-    b.add_argument("--embedder", choices=("packaged", "hashing"), default="packaged",
-                   help="packaged = the product's all-MiniLM-L6-v2; hashing = fast stand-in for dry runs")
+    b.add_argument("--embedder", choices=("shipped", "packaged", "hashing"), default="shipped",
+                   help="shipped = the product's retriever embedder (all-MiniLM-L6-v2 + the adapter in "
+                        "data/models/embedder-minilm, so the judge trains on the similarities it will be shown); "
+                        "packaged = all-MiniLM-L6-v2 alone; hashing = fast stand-in for dry runs")
     defaults = build.BuildOptions()
-    for name in ("seed", "top_k", "max_train_per_source", "max_validation_per_source", "max_answer_chars"):
+    for name in ("seed", "top_k", "max_train_per_source", "max_validation_per_source", "max_answer_chars", "label_votes"):
         b.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("validation_share", "none_share", "removed_true_rate", "max_first_share",
                  "pair_rate", "random_negative_share"):
@@ -52,9 +54,9 @@ def _embedder(name: str):
         from training.judge.data.mining import hashing_embed
 
         return hashing_embed, "hashing-256"
-    from retriever.embedder import Embedder
+    from retriever.embedder import Embedder, default_adapter_path
 
-    embedder = Embedder()
+    embedder = Embedder(adapter=default_adapter_path() if name == "shipped" else None)
     return embedder.embed, f"{embedder.name}@{embedder.hash}"
 
 

@@ -38,40 +38,12 @@ from typing import Sequence
 from reasoner import prompt
 from training.judge import rationale
 from training.judge.data import mining
+from training.judge.data.options import BuildOptions
 from training.judge.data.schema import Example, StoredCandidate
 from training.splits import held_out, text_hash, text_key
 from training.datasets import Row, Source
 
 TRAIN, VALIDATION = "train", "validation"
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    seed: int = 13
-    """Seeds the split hash and every sampling choice."""
-    top_k: int = 5
-    """Candidates per listwise example (the judge's default top-k)."""
-    validation_share: float = 0.1
-    """Share of texts (hence tickets and knowledge-base rows) that go to validation."""
-    none_share: float = 0.25
-    """Share of listwise examples whose right answer is 0, "none of these"."""
-    removed_true_rate: float = 0.35
-    """Share of in-scope tickets searched again with their own label withheld (answer 0)."""
-    max_first_share: float = 0.8
-    """Training only: at most this share of in-scope listwise examples answer 1."""
-    pair_rate: float = 0.5
-    """Share of in-scope tickets that give a positive and a negative pairwise example."""
-    random_negative_share: float = 0.2
-    """Share of pairwise negatives drawn at random instead of the retriever's nearest other label."""
-    max_train_per_source: int = 0
-    """Cap on training examples per source and format after balancing; 0 = no cap."""
-    max_validation_per_source: int = 0
-    """Cap on validation examples per source and format; 0 = no cap."""
-    formats: tuple[str, ...] = (prompt.LISTWISE, prompt.PAIRWISE)
-    """Which example formats to build."""
-    max_answer_chars: int = 0
-    """Store candidate answers flattened to one line and cut to this many characters (the prompt
-    shows at most reasoner.prompt.MAX_ANSWER_CHARS anyway); 0 = store them whole."""
 
 
 @dataclass
@@ -162,7 +134,8 @@ def _split_source(source: Source, opts: BuildOptions, vectors: dict, dim: int) -
         else:
             tickets = [r for r in source.tickets if faq_split.get(r.label) == split]
         oos = [t for t in source.out_of_scope if side(t) == split]
-        pool = mining.Pool(pool_rows, mining.stack([r.text for r in pool_rows], vectors, dim)) if pool_rows else None
+        pool = (mining.Pool(pool_rows, mining.stack([r.text for r in pool_rows], vectors, dim), opts.label_votes)
+                if pool_rows else None)
         out.append(SplitData(source.name, split, tickets, oos, pool, vectors))
     return out
 

@@ -1,7 +1,9 @@
 """Candidate retrieval for the builder, shaped like the product's retriever.
 
-A ticket's candidates are the top-k distinct labels of a knowledge base by cosine similarity,
-each represented by its best-scoring row (one candidate per resolution). Rows whose text equals
+A ticket's candidates are the top-k distinct labels of a knowledge base, ranked as the product's
+retriever ranks them (a label by the mean similarity of its best `votes` rows; retriever/hybrid.py),
+each represented by its best-scoring row (one candidate per resolution, its similarity the one the
+prompt shows). Rows whose text equals
 the ticket's are never candidates (leave-one-out also drops exact duplicates), and a label can be
 withheld so that the right answer is missing ("none of these" examples). Hard negatives for
 pairwise examples are the same hits with another label.
@@ -39,8 +41,9 @@ class Search:
 class Pool:
     """The knowledge base of one split, with its unit vectors grouped by label."""
 
-    def __init__(self, rows: Sequence[Row], vectors: np.ndarray):
+    def __init__(self, rows: Sequence[Row], vectors: np.ndarray, votes: int = 1):
         self.rows = list(rows)
+        self.votes = votes
         self.labels = sorted({r.label for r in self.rows})
         index = {label: i for i, label in enumerate(self.labels)}
         label_ids = np.array([index[r.label] for r in self.rows], dtype=np.int64)
@@ -73,13 +76,27 @@ class Pool:
             for offset, query in enumerate(queries[start:stop]):
                 for pos in self.positions.get(text_key(query), ()):
                     sims[offset, pos] = -np.inf  # never show a ticket its own text
-            best = np.maximum.reduceat(sims, self.starts, axis=1)
+            best = self._label_scores(sims)
             for offset in range(stop - start):
                 i = start + offset
                 results.append(
                     self._one(sims[offset], best[offset], k, _at(withhold, i), _at(want, i))
                 )
         return results
+
+    def _label_scores(self, sims: np.ndarray) -> np.ndarray:
+        """[query, label]: the mean of each label's best `votes` similarities (fewer where it has
+        fewer rows left); -inf where it has none."""
+        if self.votes == 1:
+            return np.maximum.reduceat(sims, self.starts, axis=1)
+        scores = np.empty((sims.shape[0], len(self.labels)), dtype=np.float64)
+        for j, (lo, hi) in enumerate(zip(self.starts, self.ends)):
+            m = min(self.votes, hi - lo)
+            top = -np.partition(-sims[:, lo:hi], m - 1, axis=1)[:, :m]
+            finite = np.isfinite(top)
+            total = np.where(finite, top, 0.0).sum(axis=1)
+            scores[:, j] = np.where(finite.any(axis=1), total / np.maximum(finite.sum(axis=1), 1), -np.inf)
+        return scores
 
     def _one(self, sims, best, k: int, withhold: str | None, want: str | None) -> Search:
         best = best.copy()
