@@ -13,7 +13,8 @@ Split rules (deterministic, the same everywhere in this repo):
 - HINT3 (SOF Mattress, Curekart, Powerplay11 train files; their test files stay held out and are
   never rebuilt): one `hint3` set, labels prefixed by company ("sofmattress:EMI") so the three
   companies' intents stay apart in one knowledge base; a ticket is held out by the Banking77 rule
-  (sha1(text) % 10 == 0). The train files have no out-of-scope rows, so neither has the set.
+  (sha1(text) % 10 == 0). The same split is also written per company (`hint3_<company>`: its own
+  knowledge base and tickets), as the product is deployed: one company's knowledge per home. The train files have no out-of-scope rows, so neither has the set.
   HINT3 is kept out of the embedder's training: it measures whether a tuned embedder
   generalises to companies it never saw.
 - StackFAQ (FAQ-style knowledge: one question per answer, like a company's FAQ document): the FAQ bank
@@ -84,7 +85,12 @@ def hint3(datasets: Path, out: Path) -> None:
         with (datasets / "hint3" / f"{company}_train.csv").open(encoding="utf-8", newline="") as handle:
             rows += [(r["sentence"].strip(), f"{company}:{r['label'].strip()}") for r in csv.DictReader(handle)
                      if r["sentence"].strip() and r["label"].strip()]
-    write_set(out, "hint3", *_split(rows))
+    knowledge, tickets = _split(rows)
+    write_set(out, "hint3", knowledge, tickets)
+    for company in HINT3_COMPANIES:  # as the product is deployed: one knowledge base per company
+        prefix = f"{company}:"
+        write_set(out, f"hint3_{company}", [k for k in knowledge if k[1].startswith(prefix)],
+                  [t for t in tickets if t[1] is not None and t[1].startswith(prefix)])
 
 
 FAQ_HELD_OUT_SHARE = 0.2
