@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from retriever.hybrid import RetrieverConfig
 from retriever.reranker import BASE_DECLARATION, DOCUMENT_FORMATS
 from training.config import ConfigError, OutputSection, RunConfig, TrackingSection, read_config, resolve_path_fields
 from training.labelled import DATA_PATH_FIELDS, DATA_SHARES, DataSection, check_data_section
@@ -50,9 +51,9 @@ class MiningSection:
     """Resolutions per validation ticket, as the product's `rerank_pool` hands the reranker."""
     negatives: int = 7
     """Hard negatives per training ticket: the retriever's best other resolutions."""
-    pool: int = 50
+    pool: int = RetrieverConfig.dense_pool
     """Nearest rows a ticket's resolutions are voted from (the product's dense pool)."""
-    label_votes: int = 3
+    label_votes: int = RetrieverConfig.label_votes
     """A resolution's score is the mean similarity of its best this-many rows (the product's rule)."""
     max_train_tickets: int = 0
     """Seeded sample of at most this many training tickets; 0 = every knowledge row."""
