@@ -178,7 +178,8 @@ class _StepTimer:
 def cpu_benchmark(args) -> dict:
     import torch
 
-    from reasoner.backends import EMBEDDED, ModelConfig, embedded_cache_path, load_model
+    from reasoner.backends import ModelConfig, load_model
+    from reasoner.embedded import EMBEDDED, embedded_cache_path
     from reasoner.evaluate import evaluate
     from reasoner.judge import Judge, JudgeConfig
 

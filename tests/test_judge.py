@@ -467,7 +467,7 @@ def test_missing_models_are_clear_errors(tmp_path):
 
 
 def test_interrupted_cache_write_leaves_nothing(tmp_path):
-    from reasoner.backends import _write_cache
+    from reasoner.embedded import _write_cache
 
     class Broken:
         def save_pretrained(self, folder):

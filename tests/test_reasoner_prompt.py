@@ -54,7 +54,7 @@ def smollm2_tokenizer(tmp_path_factory):
     """The embedded model's tokenizer, from the bf16 cache shared with test_judge (built once)."""
     from transformers import AutoTokenizer
 
-    from reasoner.backends import prepare_embedded_cache
+    from reasoner.embedded import prepare_embedded_cache
 
     folder = prepare_embedded_cache(tmp_path_factory.getbasetemp() / "agent-helper-models")
     return AutoTokenizer.from_pretrained(folder)

@@ -122,7 +122,7 @@ def _load_unsloth(cfg: TrainConfig, backend: Backend, home: Path):
 
     name = cfg.model.base
     if name == EMBEDDED:
-        from reasoner.backends import prepare_embedded_cache
+        from reasoner.embedded import prepare_embedded_cache
 
         name = str(prepare_embedded_cache(model_cache_dir(cfg, home)))
     model, tokenizer = FastLanguageModel.from_pretrained(
