@@ -208,7 +208,8 @@ def stage_table(report: EvalReport) -> str:
     lines.append(f"{report.metrics['n']} tickets ({m['n_in_scope']} in scope, {m['n_oos']} out of scope); latency p50 "
                  f"{m['latency_p50_s'] or 0:.3f} s, p95 {m['latency_p95_s'] or 0:.3f} s; decided by "
                  + ", ".join(f"{k} {v}" for k, v in sorted(m["decided_by"].items())))
-    if report.config.get("judge", {}).get("judge_weight") == 0:
+    judge = report.config.get("judge", {})
+    if judge.get("judge_weight") == 0 and judge.get("route", True):
         lines.append("the judge's calibrated weight beside this embedder is 0 (it added nothing on validation): "
                      "it is never asked, and '+ judge' is the retriever's verdict")
     return "\n".join(lines)
