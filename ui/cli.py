@@ -14,6 +14,7 @@ from pathlib import Path
 from app.home import Home, open_store
 from ingest.formats import expected_types
 from ui import train_command
+from ui.progress_bars import progress_bars
 from ui.settings import (
     BASE_EMBEDDER, CHROMA_URL_ENV, DTYPES, EMBEDDER_ENV, JUDGE_DTYPE_ENV, JUDGE_MODEL_ENV, JUDGE_URL_ENV, MALLOC_ENV,
     ServerSettings, SettingsError, apply_offline_env, missing_malloc_env, resolve_home, resolve_judge_dtype,
@@ -27,44 +28,11 @@ def _retriever(home: Home):
     return HybridRetriever(open_store(home))
 
 
-def _progress_bars():
-    """A tqdm bar per file and stage; returns the `progress_for(path)` the pipeline wants, and
-    `close()` for the bars a failure left open (else the error is printed on a bar's line)."""
-    from tqdm import tqdm
-
-    from ingest.progress import EMBEDDING, OCR, READING
-
-    every: list[tqdm] = []
-
-    def progress_for(path: Path):
-        bars: dict[str, tqdm] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            key = READING if stage == OCR else stage  # one bar of pages, whether read or OCR'd
-            bar = bars.get(key)
-            if bar is None:
-                bar = bars[key] = tqdm(total=total, desc=f"{stage} {path.name}", unit="chunk"
-                                       if stage == EMBEDDING else "page", leave=False)
-                every.append(bar)
-            bar.set_description(f"{stage} {path.name}", refresh=False)
-            bar.update(done - bar.n)
-            if done >= total:
-                bar.close()
-
-        return update
-
-    def close() -> None:
-        for bar in every:
-            bar.close()
-
-    return progress_for, close
-
-
 def cmd_ingest(args) -> int:
     from ingest.pipeline import IngestOptions, ingest_paths
 
     options = IngestOptions(max_bytes=int(args.max_mb * 2**20))
-    progress_for, close_bars = _progress_bars()
+    progress_for, close_bars = progress_bars()
     try:
         results = ingest_paths(open_store(args.home), args.paths, options, progress_for)
     finally:
