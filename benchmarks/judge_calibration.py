@@ -35,7 +35,7 @@ import argparse
 import json
 import random
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -218,21 +218,23 @@ def _weight_only(judged: list, args):
     cross-fitted over two halves for the reported numbers."""
     from reasoner.judge import JudgeConfig
     from reasoner.metadata import AdapterMetadata
-    from training.judge.evaluation import Calibration, argmax_predictions, calibrate_weight, predictions
+    from training.judge.evaluation import (
+        Calibration, argmax_predictions, calibrate_weight, cross_fitted_predictions, predictions,
+    )
 
     embedder = json.loads((args.work / EMBEDDER_FILE).read_text())
     c = JudgeConfig.from_metadata(AdapterMetadata.read(args.adapter), embedder_hash=embedder["hash"])
     retriever = Calibration(0.0, c.threshold, c.retriever_temperature, c.retriever_none_similarity)
-    halves = [list(range(0, len(judged), 2)), list(range(1, len(judged), 2))]
-    pipeline = [0] * len(judged)
-    for fit, score in (halves, halves[::-1]):
-        weight = calibrate_weight([judged[i] for i in fit], retriever)
-        print(f"weight fitted on one half: {weight.judge_weight}")
-        for i, choice in zip(score, predictions([judged[i] for i in score], weight)):
-            pipeline[i] = choice
+
+    def fit_weight(part: list) -> Calibration:
+        calibration = calibrate_weight(part, retriever)
+        print(f"weight fitted on one half: {calibration.judge_weight}")
+        return calibration
+
+    pipeline = cross_fitted_predictions(judged, fit=fit_weight)
     gold = [j.gold for j in judged]
     for w in (0.0, 0.1, 0.2, 0.3, 0.5):
-        chosen = predictions(judged, Calibration(w, *list(asdict(retriever).values())[1:]))
+        chosen = predictions(judged, replace(retriever, judge_weight=w))
         print(f"judge weight {w}: accuracy {sum(p == g for p, g in zip(chosen, gold)) / len(gold):.4f}")
     return calibrate_weight(judged, retriever), {
         "retriever calibrated": predictions(judged, retriever),

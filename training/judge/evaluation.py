@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -246,16 +246,19 @@ def predictions(judged: Sequence[Judged], c: Calibration) -> list[int]:
     return decide_matrix(combined, c.threshold).tolist()
 
 
-def cross_fitted_predictions(judged: Sequence[Judged], weights: Sequence[float] = WEIGHTS) -> list[int]:
+def cross_fitted_predictions(judged: Sequence[Judged], weights: Sequence[float] = WEIGHTS,
+                             fit: Callable[[Sequence[Judged]], Calibration] | None = None) -> list[int]:
     """Calibrated decisions on examples the calibration did not see, in the examples' order:
     calibrate on the even-numbered half, decide the odd half, and the other way round; too few
-    examples fall back to in-sample."""
+    examples fall back to in-sample. `fit` makes a calibration from examples (default: the whole
+    grid over `weights`; e.g. `calibrate_weight` to fit the judge's weight alone)."""
+    fit = fit or (lambda part: calibrate(part, weights)[0])
     halves = [list(range(0, len(judged), 2)), list(range(1, len(judged), 2))]
     if min(len(h) for h in halves) < 2:
-        return predictions(judged, calibrate(judged, weights)[0])
+        return predictions(judged, fit(judged))
     choices = [0] * len(judged)
-    for fit, score in (halves, halves[::-1]):
-        calibration, _ = calibrate([judged[i] for i in fit], weights)
+    for fitted_on, score in (halves, halves[::-1]):
+        calibration = fit([judged[i] for i in fitted_on])
         for i, choice in zip(score, predictions([judged[i] for i in score], calibration)):
             choices[i] = choice
     return choices
