@@ -105,9 +105,11 @@ class AgentHelper:
 
     # -- the judge ------------------------------------------------------------------------------------
 
-    @property
-    def _search_embedder(self) -> SearchEmbedder:
-        return SearchEmbedder.of(self.store.embedder, self.knowledge_floor().similarity)
+    def _search_embedder(self, floor: KnowledgeFloor | None = None) -> SearchEmbedder:
+        """What the judge's calibration depends on; `floor` where the caller has read it already (a
+        request to the server in Chroma-server mode)."""
+        floor = floor if floor is not None else self.knowledge_floor()
+        return SearchEmbedder.of(self.store.embedder, floor.similarity)
 
     def knowledge_floor(self) -> KnowledgeFloor:
         """The knowledge base's own escalation floor where it is FAQ-style (retriever/escalation.py)."""
@@ -119,11 +121,10 @@ class AgentHelper:
         return self._loaded() is not None
 
     def _loaded(self, floor: KnowledgeFloor | None = None) -> SharedJudge | None:
-        embedder = self._search_embedder if floor is None else SearchEmbedder.of(self.store.embedder, floor.similarity)
-        return loaded_judge(self.model_config, self.judge_config, embedder)
+        return loaded_judge(self.model_config, self.judge_config, self._search_embedder(floor))
 
     def _shared(self) -> SharedJudge:
-        return shared_judge(self.model_config, self.judge_config, self.max_batch, self._search_embedder)
+        return shared_judge(self.model_config, self.judge_config, self.max_batch, self._search_embedder())
 
     @property
     def judge(self) -> Judge:
@@ -239,7 +240,7 @@ class AgentHelper:
     def status(self) -> dict:
         """What the status line shows: model, adapter, backend, documents, chunks, and the knowledge
         base's own escalation floor where it has one."""
-        floor = self.knowledge_floor()  # read once: a request to the server in Chroma-server mode
+        floor = self.knowledge_floor()
         shared = self._loaded(floor)
         config = self.model_config
         info = shared.judge.loaded.info if shared is not None else None

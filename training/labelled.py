@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,3 +315,8 @@ def split(data: LabelledData, cfg: DataSection, seed: int) -> Split:
                   for r in validation]
     notes = [f"{orphaned} validation tickets whose label has no knowledge row count as out of scope"] if orphaned else []
     return Split(knowledge, negatives, validation, sorted(f"{g}:{l}" for g, l in held), notes)
+
+
+def describe(data: LabelledData, parts: Split) -> str:
+    """What a recipe logs before training: the split's counts, then every note on reading and splitting."""
+    return f"data: {parts.counts()}" + "".join(f"\n  note: {n}" for n in data.notes + parts.notes)

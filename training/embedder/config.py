@@ -84,8 +84,6 @@ class TrainSection:
 
 @dataclass
 class EmbedderTrackingSection(TrackingSection):
-    backend: str = "mlflow"
-    """"mlflow" (local store under <home>/mlruns), "neptune" (neptune-scale, self-hosted) or "none"."""
     experiment: str = "agent-helper-embedder"
     """MLflow experiment / Neptune experiment name."""
 

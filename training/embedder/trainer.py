@@ -234,7 +234,7 @@ def train(cfg: EmbedderConfig, home: Path, log: Callable[[str], None] = print, p
     pre = prepared or preflight(cfg)
     setup_threads(cfg)
     log(f"backend: {describe_backend()}")
-    log(f"data: {pre.split.counts()}" + "".join(f"\n  note: {n}" for n in pre.data.notes + pre.split.notes))
+    log(data_module.describe(pre.data, pre.split))
     out = setup_output(cfg, home, ADAPTER_METADATA, "embedder")
     model = _load_base(pre.base_path)
     validation = ValidationSet(pre.split.knowledge, pre.split.validation)

@@ -113,8 +113,6 @@ class TrainSection:
 
 @dataclass
 class RerankerTrackingSection(TrackingSection):
-    backend: str = "mlflow"
-    """"mlflow" (local store under <home>/mlruns), "neptune" (neptune-scale, self-hosted) or "none"."""
     experiment: str = "agent-helper-reranker"
     """MLflow experiment / Neptune experiment name."""
 

@@ -215,7 +215,7 @@ def train(cfg: RerankerConfig, home: Path, log: Callable[[str], None] = print, p
     pre = prepared or preflight(cfg)
     setup_threads(cfg)
     log(f"backend: {describe_backend()}")
-    log(f"data: {pre.split.counts()}" + "".join(f"\n  note: {n}" for n in pre.data.notes + pre.split.notes))
+    log(labelled.describe(pre.data, pre.split))
     out = setup_output(cfg, home, RERANKER_METADATA, "reranker")
     mined = mine(cfg, pre, log)
     log(f"lists: {mined.counts()}")
